@@ -1,0 +1,30 @@
+# Two commands on a fresh machine:  make quickstart  (the main job)  and  make test.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-ntkfeat
+NT_VERSION := 0.6.5
+
+.PHONY: install quickstart test bench-fc bench-cntk clean
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	# neural-tangents without its TensorFlow dependency (ntkfeat.compat makes it import on current JAX)
+	$(BIN)/pip install -q --no-deps 'neural-tangents==$(NT_VERSION)'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+quickstart: $(STAMP)
+	$(BIN)/python -m experiments.run configs/quickstart.yaml
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench-fc: $(STAMP)
+	$(BIN)/python -m experiments.bench_fc
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,28 @@
+"""Sketch primitives: pure functions of explicit parameters made from a PRNG key."""
+
+from ntkfeat.sketches.dot_product import (
+    DotProductFeatureParams,
+    dot_product_features,
+    dot_product_features_init,
+    plan_dot_product_features,
+)
+from ntkfeat.sketches.monomials import MonomialParams, monomial_features, monomial_features_init, num_monomials
+from ntkfeat.sketches.poly_sketch import PolySketchParams, poly_sketch, poly_sketch_init
+from ntkfeat.sketches.srht import SRHTParams, TensorSRHTParams, srht, srht_init, tensor_srht, tensor_srht_init
+from ntkfeat.sketches.tensor_sketch import (
+    CountSketchParams,
+    TensorSketchParams,
+    count_sketch,
+    count_sketch_init,
+    tensor_sketch,
+    tensor_sketch_init,
+)
+
+__all__ = [
+    "DotProductFeatureParams", "dot_product_features", "dot_product_features_init", "plan_dot_product_features",
+    "MonomialParams", "monomial_features", "monomial_features_init", "num_monomials",
+    "PolySketchParams", "poly_sketch", "poly_sketch_init",
+    "SRHTParams", "TensorSRHTParams", "srht", "srht_init", "tensor_srht", "tensor_srht_init",
+    "CountSketchParams", "TensorSketchParams", "count_sketch", "count_sketch_init", "tensor_sketch",
+    "tensor_sketch_init",
+]

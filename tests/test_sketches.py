@@ -1,0 +1,153 @@
+"""Sketch primitives: unbiasedness and variance by Monte-Carlo over fixed keys.
+
+Tolerances: a mean over K independent sketches is compared with the exact value within 5
+standard errors (estimated from the same draws); with fixed keys the outcome is deterministic,
+and a correct sketch fails such a check with probability below 1e-6.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ntkfeat import sketches as sk
+
+RNG = np.random.RandomState(0)
+
+
+def _unit(d):
+    v = RNG.randn(d)
+    return (v / np.linalg.norm(v)).astype(np.float32)
+
+
+def _keys(n, seed=0):
+    return [jax.random.PRNGKey(seed * 100_003 + i) for i in range(n)]
+
+
+def _check_mean(estimates, exact, sigmas=5.0):
+    estimates = np.asarray(estimates, np.float64)
+    se = estimates.std(ddof=1) / np.sqrt(len(estimates))
+    assert abs(estimates.mean() - exact) < sigmas * se + 1e-7, (estimates.mean(), exact, se)
+
+
+def test_srht_unbiased_and_variance_falls_like_one_over_m():
+    x, y = _unit(512), _unit(512)
+    exact = float(x @ y)
+    variances = {}
+    for k in (8, 32):
+        est = []
+        for key in _keys(400, k):
+            p = sk.srht_init(key, 512, k)
+            est.append(float(sk.srht(p, x) @ sk.srht(p, y)))
+        _check_mean(est, exact)
+        variances[k] = np.var(est)
+    # variance ~ 1/k (finite-population correction is 1 - 32/512 here); 400 draws estimate a
+    # variance to about +-10%, so the ratio of 4 is checked within [2.8, 5.5].
+    assert 2.8 < variances[8] / variances[32] < 5.5
+
+
+def test_tensor_srht_unbiased_and_variance_falls():
+    x1, x2, y1, y2 = _unit(64), _unit(48), _unit(64), _unit(48)
+    exact = float((x1 @ y1) * (x2 @ y2))
+    variances = {}
+    for k in (16, 64):
+        est = []
+        for key in _keys(400, k):
+            p = sk.tensor_srht_init(key, 64, 48, k)
+            est.append(float(sk.tensor_srht(p, x1, x2) @ sk.tensor_srht(p, y1, y2)))
+        _check_mean(est, exact)
+        variances[k] = np.var(est)
+    assert 2.8 < variances[16] / variances[64] < 5.5
+
+
+def test_tensor_srht_is_exact_at_full_width():
+    # Stratified rows: with k = d1 * d2 every row pair is used once, so the sketch is an
+    # orthogonal transform of x (x) y for every key.
+    x1, x2, y1, y2 = _unit(5), _unit(7), _unit(5), _unit(7)
+    for key in _keys(5):
+        p = sk.tensor_srht_init(key, 5, 7, 35)
+        got = sk.tensor_srht(p, x1, x2) @ sk.tensor_srht(p, y1, y2)
+        assert float(got) == pytest.approx(float((x1 @ y1) * (x2 @ y2)), abs=1e-5)
+
+
+def test_srht_accepts_any_length_and_batches():
+    x = RNG.randn(3, 11).astype(np.float32)
+    p = sk.srht_init(jax.random.PRNGKey(0), 11, 11)
+    z = sk.srht(p, x)
+    assert z.shape == (3, 11)
+    np.testing.assert_allclose(z @ z.T, x @ x.T, rtol=1e-4, atol=1e-4)  # full width: exact
+    np.testing.assert_allclose(jax.jit(sk.srht)(p, x), z, atol=1e-6)
+
+
+@pytest.mark.parametrize("degree", [1, 2, 3, 5, 6])
+def test_poly_sketch_every_degree_unbiased(degree):
+    x, y = _unit(6), _unit(6)
+    est = {j: [] for j in range(1, degree + 1)}
+    for key in _keys(300, degree):
+        p = sk.poly_sketch_init(key, 6, degree, 16)
+        sx, sy = sk.poly_sketch(p, x), sk.poly_sketch(p, y)
+        for j in est:
+            est[j].append(float(sx[j] @ sy[j]))
+    for j, values in est.items():
+        _check_mean(values, float(x @ y) ** j)
+
+
+def test_poly_sketch_shares_one_tree():
+    p = sk.poly_sketch_init(jax.random.PRNGKey(0), 50, 8, 32)
+    # 4 + 2 + 1 full nodes; partial nodes only where a degree needs them; no node per degree
+    # beyond those: far fewer than 8 separate trees (28 TensorSRHTs).
+    assert len(p.nodes) < 20
+    out = sk.poly_sketch(p, _unit(50))
+    assert sorted(out) == list(range(1, 9))
+    assert all(v.shape == (32,) or j == 1 for j, v in out.items())
+
+
+def test_tensor_sketch_unbiased():
+    x, y = _unit(20), _unit(20)
+    est = []
+    for key in _keys(400):
+        p = sk.tensor_sketch_init(key, 20, 3, 32)
+        est.append(float(sk.tensor_sketch(p, x) @ sk.tensor_sketch(p, y)))
+    _check_mean(est, float(x @ y) ** 3)
+
+
+@pytest.mark.parametrize("degree", [1, 2, 3, 4])
+def test_monomial_features_exact(degree):
+    x, y = RNG.randn(7), RNG.randn(7)
+    p = sk.monomial_features_init(7, degree, jnp.float32)
+    fx, fy = sk.monomial_features(p, x), sk.monomial_features(p, y)
+    assert fx.shape == (sk.num_monomials(7, degree),)
+    assert float(fx @ fy) == pytest.approx(float(x @ y) ** degree, rel=1e-4)
+
+
+def test_dot_product_features_unbiased_and_exact_when_cheap():
+    coeffs = np.array([0.3, 0.5, 0.2, 0.0, 0.1, 0.05])
+    x, y = _unit(4), _unit(4)
+    exact = float(np.polyval(coeffs[::-1], x @ y))
+    # d = 4: every degree is cheap to write exactly in 512 features: zero variance.
+    p = sk.dot_product_features_init(jax.random.PRNGKey(0), 4, coeffs, 512)
+    assert p.sketch_dims == ()
+    got = sk.dot_product_features(p, x) @ sk.dot_product_features(p, y)
+    assert float(got) == pytest.approx(exact, rel=1e-5)
+    # d = 64: high degrees are sketched; unbiased over keys.
+    x, y = _unit(64), _unit(64)
+    exact = float(np.polyval(coeffs[::-1], x @ y))
+    est = []
+    for key in _keys(200):
+        p = sk.dot_product_features_init(key, 64, coeffs, 256)
+        est.append(float(sk.dot_product_features(p, x) @ sk.dot_product_features(p, y)))
+    assert p.sketch_dims != ()
+    _check_mean(est, exact)
+
+
+def test_dot_product_features_rejects_impossible_dimensions():
+    with pytest.raises(ValueError, match="too small"):
+        sk.dot_product_features_init(jax.random.PRNGKey(0), 100, np.ones(9), 20)
+    with pytest.raises(ValueError):
+        sk.dot_product_features_init(jax.random.PRNGKey(0), 4, np.array([0.5, -0.1]), 64)
+
+
+def test_sketches_check_input_width():
+    p = sk.srht_init(jax.random.PRNGKey(0), 8, 4)
+    with pytest.raises(ValueError, match="last axis"):
+        sk.srht(p, np.ones(9, np.float32))
