@@ -26,8 +26,10 @@ from ntkfeat.features import linear, ntk_random_features, ntk_sketch
 from ntkfeat.features.state import Features, Spec
 from ntkfeat.layers.layers import Conv, Dense, Relu, check_layers
 from ntkfeat.layers.methods import RandomFeatures, Sketch
+from ntkfeat.sketches.srht import srht, srht_init
 
 _GETS = ("ntk", "nngp")
+_OUTPUT_SLACK = 4  # bias coordinates may take the output a little over `dim`
 # Default memory for one batch's intermediates (bytes); the batch size follows from it.
 DEFAULT_BATCH_BYTES = 1 << 28
 
@@ -38,6 +40,7 @@ class FeatureMap:
 
     layer_params: tuple
     oneshot: ntk_sketch.OneShotParams | None
+    output_sketch: dict  # {'ntk' | 'nngp': SRHTParams or None}: final compression to `dim`
     layers: tuple
     method: Sketch | RandomFeatures
     input_shape: tuple[int, ...]  # one input, without the batch axis
@@ -50,6 +53,8 @@ class FeatureMap:
         """Width of the NTK features."""
         if self.mode == "oneshot":
             return self.oneshot.out_dim
+        if self.output_sketch.get("ntk") is not None:
+            return self.output_sketch["ntk"].out_dim
         return max(self.out_spec.ntk_dim, 1)
 
 
@@ -86,10 +91,13 @@ def init_feature_map(layers, key, input_shape, method, dtype=None) -> FeatureMap
         reason = ntk_sketch.oneshot_reason(layers, shape)
         if reason is None or method.mode == "oneshot":
             oneshot = ntk_sketch.oneshot_init(layers, key, shape, method, dtype)
-            return FeatureMap((), oneshot, layers, method, shape, "oneshot", (), None)
+            return FeatureMap((), oneshot, {}, layers, method, shape, "oneshot", (), None)
 
     relus = [i for i, l in enumerate(layers) if isinstance(l, Relu)]
-    last_relu = relus[-1] if relus else -1
+    # The last ReLU splits the output dimension between the NNGP and NTK parts when only
+    # width-preserving layers follow it; a Conv after it widens the NTK again, so then every
+    # ReLU keeps the full width and the output is compressed at the end.
+    last_relu = relus[-1] if relus and not any(isinstance(l, Conv) for l in layers[relus[-1]:]) else -1
     relu_init = ntk_sketch.relu_init if isinstance(method, Sketch) else ntk_random_features.relu_init
     width = method.width or method.dim
     spec = Spec(shape[:-1], shape[-1], 0, True, -1.0, 1.0, 0.0)
@@ -106,7 +114,14 @@ def init_feature_map(layers, key, input_shape, method, dtype=None) -> FeatureMap
             f"the stack ends with spatial shape {spec.spatial}; end it with GlobalAvgPool() or Flatten() "
             "(optionally followed by Dense) so that the kernel is one number per pair of inputs"
         )
-    return FeatureMap(tuple(params), None, layers, method, shape, "layerwise", tuple(specs), spec)
+    # Inputs and biases add a few coordinates; beyond that, one SRHT brings the output to `dim`.
+    k_ntk, k_nngp = _random.split(_random.split(key, len(layers) + 1)[-1], 2)
+    output_sketch = {"ntk": None, "nngp": None}
+    if spec.ntk_dim > method.dim + _OUTPUT_SLACK:
+        output_sketch["ntk"] = srht_init(k_ntk, spec.ntk_dim, method.dim, dtype)
+    if spec.nngp_dim > method.dim + _OUTPUT_SLACK:
+        output_sketch["nngp"] = srht_init(k_nngp, spec.nngp_dim, method.dim, dtype)
+    return FeatureMap(tuple(params), None, output_sketch, layers, method, shape, "layerwise", tuple(specs), spec)
 
 
 def apply_feature_map(params: FeatureMap, x: jax.Array, get: str = "ntk") -> jax.Array:
@@ -125,11 +140,11 @@ def apply_feature_map(params: FeatureMap, x: jax.Array, get: str = "ntk") -> jax
             f = relu_apply(layer, p, spec, f)
         else:
             f = linear.RULES[type(layer)][1](layer, p, spec, f)
-    if get == "nngp":
-        return f.nngp
-    if f.ntk is None:  # no Dense or Conv: the NTK is identically zero
+    out = f.nngp if get == "nngp" else f.ntk
+    if out is None:  # no Dense or Conv: the NTK is identically zero
         return jnp.zeros((x.shape[0], 1), x.dtype)
-    return f.ntk
+    sketch = params.output_sketch.get(get)
+    return out if sketch is None else srht(sketch, out)
 
 
 _apply_jit = jax.jit(apply_feature_map, static_argnames="get")

@@ -72,9 +72,11 @@ def test_tensor_srht_is_exact_at_full_width():
 
 def test_srht_accepts_any_length_and_batches():
     x = RNG.randn(3, 11).astype(np.float32)
-    p = sk.srht_init(jax.random.PRNGKey(0), 11, 11)
+    n = sk.fft_length(11)  # zero-padded to a 7-smooth length: 12
+    assert n == 12
+    p = sk.srht_init(jax.random.PRNGKey(0), 11, n)
     z = sk.srht(p, x)
-    assert z.shape == (3, 11)
+    assert z.shape == (3, n)
     np.testing.assert_allclose(z @ z.T, x @ x.T, rtol=1e-4, atol=1e-4)  # full width: exact
     np.testing.assert_allclose(jax.jit(sk.srht)(p, x), z, atol=1e-6)
 

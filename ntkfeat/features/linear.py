@@ -24,7 +24,7 @@ from jax import lax
 from ntkfeat import _random
 from ntkfeat.features.state import Features, Spec
 from ntkfeat.layers.layers import AvgPool, Conv, Dense, Flatten, GlobalAvgPool
-from ntkfeat.sketches.srht import SRHTParams, srht, srht_init
+from ntkfeat.sketches.srht import SRHTParams, fft_length, srht, srht_init
 
 _DN = ("NHWC", "HWIO", "NHWC")
 
@@ -69,13 +69,14 @@ def _window_mix_init(key, in_dim: int, window: tuple[int, ...], width: int, dtyp
     if math.prod(window) * in_dim <= width:
         return None
     k_rot, k_sign = _random.split(key, 2)
-    signs = jnp.asarray(_random.rademacher(k_sign, tuple(window) + (1, in_dim)), dtype)
-    return srht_init(k_rot, in_dim, in_dim, dtype), signs
+    rotated = fft_length(in_dim)  # all rows of the padded transform: an exact rotation
+    signs = jnp.asarray(_random.rademacher(k_sign, tuple(window) + (1, rotated)), dtype)
+    return srht_init(k_rot, in_dim, rotated, dtype), signs
 
 
 def _window_mix_dim(in_dim: int, window, width: int) -> int:
     n = math.prod(window) * in_dim
-    return n if n <= width else in_dim
+    return n if n <= width else fft_length(in_dim)
 
 
 def _window_mix(mix, x, window, strides, padding):
@@ -85,7 +86,7 @@ def _window_mix(mix, x, window, strides, padding):
             x, window, strides, padding, dimension_numbers=_DN
         )
     rotation, signs = mix
-    y = srht(rotation, x) * x.shape[-1] ** 0.5  # orthogonal: norms and inner products kept
+    y = srht(rotation, x)  # all rows: an orthogonal map, inner products kept exactly
     return lax.conv_general_dilated(
         y, signs.astype(y.dtype), strides, padding, dimension_numbers=_DN,
         feature_group_count=y.shape[-1],
@@ -192,7 +193,7 @@ def _flatten_features(mix, x, positions: int):
     if mix is None:
         return x.reshape(n, -1) / math.sqrt(positions)
     rotation, signs = mix
-    y = srht(rotation, x) * x.shape[-1] ** 0.5
+    y = srht(rotation, x)
     return jnp.einsum("npm,pm->nm", y, signs.reshape(positions, -1).astype(y.dtype)) / math.sqrt(positions)
 
 

@@ -7,7 +7,7 @@ the left child already fits the width); a node with e1 on both sides is e1 and c
 Nodes depend only on (level, position, number of x-leaves below), so full subtrees are shared by
 every degree. Any q >= 1 works, not only powers of two.
 
-A TensorSRHT node keeps min(width, d_left * d_right) outputs: with stratified rows a node of that
+A TensorSRHT node keeps min(width, N_left * N_right) outputs (N: the padded FFT lengths): with stratified rows a node of that
 size is exact (see `srht`), so low-dimensional inputs are sketched without variance.
 """
 
@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from ntkfeat import _random
 from ntkfeat._pytree import pytree_dataclass
-from ntkfeat.sketches.srht import TensorSRHTParams, srht, tensor_srht, tensor_srht_init, srht_init
+from ntkfeat.sketches.srht import TensorSRHTParams, fft_length, srht, srht_init, tensor_srht, tensor_srht_init
 
 
 class _Node(NamedTuple):
@@ -59,7 +59,8 @@ def _plan(in_dim: int, degrees: tuple[int, ...], width: int) -> dict[tuple, _Nod
                 else:
                     node = _Node("srht", width, lkey, None)
             else:
-                node = _Node("tensor", min(width, left.width * right.width), lkey, rkey)
+                full = fft_length(left.width) * fft_length(right.width)  # exact at this width
+                node = _Node("tensor", min(width, full), lkey, rkey)
         plan[key] = node
         return node
 

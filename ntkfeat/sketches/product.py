@@ -15,7 +15,15 @@ import jax.numpy as jnp
 
 from ntkfeat import _random
 from ntkfeat._pytree import pytree_dataclass
-from ntkfeat.sketches.srht import SRHTParams, TensorSRHTParams, srht, srht_init, tensor_srht, tensor_srht_init
+from ntkfeat.sketches.srht import (
+    SRHTParams,
+    TensorSRHTParams,
+    fft_length,
+    srht,
+    srht_init,
+    tensor_srht,
+    tensor_srht_init,
+)
 
 
 @pytree_dataclass(meta=("constant",))
@@ -46,7 +54,7 @@ def offset_product_init(
     tensor = None
     ten_width = 0
     if y_dim:
-        ten_width = min(out_dim - lin_width, x_dim * y_dim)
+        ten_width = min(out_dim - lin_width, fft_length(x_dim) * fft_length(y_dim))
         if ten_width < 1:
             raise ValueError(f"out_dim={out_dim} leaves no room for the product block")
         tensor = tensor_srht_init(k_ten, x_dim, y_dim, ten_width, dtype)

@@ -1,10 +1,11 @@
 """Subsampled randomized Hartley transforms: SRHT and TensorSRHT, real in and real out.
 
 SRHT_k(x) = sqrt(1/k) H(D x)[P], with D i.i.d. Rademacher signs, H the discrete Hartley transform
-H[p] = sum_a x_a cas(2 pi a p / d), cas = cos + sin, and P k rows of H. H is real and
-H^T H = d I, so E <SRHT(x), SRHT(y)> = <x, y> for any length d (no power-of-two padding). It is
-the real counterpart of the complex subsampled FFT; computing it through `rfft` costs one real
-FFT.
+H[p] = sum_a x_a cas(2 pi a p / N), cas = cos + sin, and P k rows of H. H is real and
+H^T H = N I, so E <SRHT(x), SRHT(y)> = <x, y>. It is the real counterpart of the complex
+subsampled FFT (no Re/Im bookkeeping); computing it through `rfft` costs one real FFT.
+The input is zero-padded to the next 7-smooth length N >= d: padding keeps every inner product
+and avoids the slow FFT paths of lengths with large prime factors.
 
 TensorSRHT_k(x, y) = sqrt(1/k) H(D1 x)[P1] * H(D2 y)[P2] sketches x (x) y:
 E <TensorSRHT(x, y), TensorSRHT(x', y')> = <x, x'> <y, y'>, in O(d log d + k).
@@ -25,21 +26,47 @@ import jax.numpy as jnp
 import numpy as np
 
 from ntkfeat import _random
+from ntkfeat._pytree import pytree_dataclass
 
 _PERMUTE_BELOW = 16  # permute when population <= this many times k
+
+
+def fft_length(d: int) -> int:
+    """The smallest 7-smooth integer (2^a 3^b 5^c 7^e) >= d."""
+    if d < 1:
+        raise ValueError(f"length must be >= 1, got {d}")
+    n = d
+    while True:
+        m = n
+        for p in (2, 3, 5, 7):
+            while m % p == 0:
+                m //= p
+        if m == 1:
+            return n
+        n += 1
 
 
 class HartleyRows(NamedTuple):
     """Rows p of the Hartley transform, stored as H[p] = Re r[index] + imag_sign * Im r[index]
     where r = rfft(x)."""
 
-    index: jax.Array  # (k,) int32 in [0, d // 2]
-    imag_sign: jax.Array  # (k,) float, -1 for p <= d // 2 else +1
+    index: jax.Array  # (k,) int32 in [0, N // 2]
+    imag_sign: jax.Array  # (k,) float, -1 for p <= N // 2 else +1
 
 
-class SRHTParams(NamedTuple):
+@pytree_dataclass(meta=("fft_len",))
+class SRHTParams:
     signs: jax.Array  # (d,) +-1
-    rows: HartleyRows  # k rows
+    rows: HartleyRows  # k rows of the length-fft_len transform
+    fft_len: int
+
+    @property
+    def in_dim(self) -> int:
+        return self.signs.shape[0]
+
+    @property
+    def out_dim(self) -> int:
+        return self.rows.index.shape[0]
 
 
 class TensorSRHTParams(NamedTuple):
@@ -56,38 +83,40 @@ def stratified_indices(key: jax.Array, population: int, k: int) -> np.ndarray:
     return _random.permutation(key, population)[np.arange(k) % population]
 
 
-def hartley_rows(rows, d: int, dtype=jnp.float32) -> HartleyRows:
-    """Maps Hartley rows p in [0, d) to positions in rfft's output (see HartleyRows)."""
+def hartley_rows(rows, n: int, dtype=jnp.float32) -> HartleyRows:
+    """Maps Hartley rows p in [0, n) to positions in rfft's output (see HartleyRows)."""
     rows = np.asarray(rows)
-    upper = rows > d // 2
-    index = np.where(upper, d - rows, rows)
+    upper = rows > n // 2
+    index = np.where(upper, n - rows, rows)
     imag_sign = np.where(upper, 1.0, -1.0)
     return HartleyRows(jnp.asarray(index, jnp.int32), jnp.asarray(imag_sign, dtype))
 
 
-def hartley_at(x: jax.Array, rows: HartleyRows) -> jax.Array:
-    """H(x)[rows] along the last axis: the unnormalized discrete Hartley transform, sampled."""
-    r = jnp.fft.rfft(x, axis=-1)
-    return r.real[..., rows.index] + rows.imag_sign * r.imag[..., rows.index]
+def hartley_at(x: jax.Array, rows: HartleyRows, fft_len: int) -> jax.Array:
+    """H(x)[rows] along the last axis, x zero-padded to fft_len (unnormalized Hartley transform)."""
+    r = jnp.fft.rfft(x, n=fft_len, axis=-1)
+    return r.real[..., rows.index] + rows.imag_sign.astype(x.dtype) * r.imag[..., rows.index]
 
 
-def rademacher(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
-    return jnp.asarray(_random.rademacher(key, shape), dtype)
+def _signed_rows(key, in_dim: int, rows, dtype) -> SRHTParams:
+    n = fft_length(in_dim)
+    signs = jnp.asarray(_random.rademacher(key, (in_dim,)), dtype)
+    return SRHTParams(signs, hartley_rows(rows, n, dtype), n)
 
 
 def srht_init(key: jax.Array, in_dim: int, out_dim: int, dtype=jnp.float32) -> SRHTParams:
     """Signs and stratified rows for an SRHT from in_dim to out_dim."""
     _check_dims(in_dim=in_dim, out_dim=out_dim)
     k_signs, k_rows = _random.split(key, 2)
-    rows = stratified_indices(k_rows, in_dim, out_dim)
-    return SRHTParams(rademacher(k_signs, (in_dim,), dtype), hartley_rows(rows, in_dim, dtype))
+    rows = stratified_indices(k_rows, fft_length(in_dim), out_dim)
+    return _signed_rows(k_signs, in_dim, rows, dtype)
 
 
 def srht(params: SRHTParams, x: jax.Array) -> jax.Array:
     """SRHT along the last axis: (..., d) -> (..., k), with E <S x, S y> = <x, y>."""
-    _check_last_dim(x, params.signs.shape[0], "srht")
-    k = params.rows.index.shape[0]
-    return hartley_at(x * params.signs, params.rows) * (1.0 / k) ** 0.5
+    _check_last_dim(x, params.in_dim, "srht")
+    k = params.out_dim
+    return hartley_at(x * params.signs.astype(x.dtype), params.rows, params.fft_len) * (1.0 / k) ** 0.5
 
 
 def tensor_srht_init(
@@ -96,11 +125,10 @@ def tensor_srht_init(
     """Signs and stratified row pairs for a TensorSRHT of (left_dim) x (right_dim) -> out_dim."""
     _check_dims(left_dim=left_dim, right_dim=right_dim, out_dim=out_dim)
     k1, k2, k3 = _random.split(key, 3)
-    flat = stratified_indices(k3, left_dim * right_dim, out_dim)
-    rows1, rows2 = flat // right_dim, flat % right_dim
+    n1, n2 = fft_length(left_dim), fft_length(right_dim)
+    flat = stratified_indices(k3, n1 * n2, out_dim)
     return TensorSRHTParams(
-        SRHTParams(rademacher(k1, (left_dim,), dtype), hartley_rows(rows1, left_dim, dtype)),
-        SRHTParams(rademacher(k2, (right_dim,), dtype), hartley_rows(rows2, right_dim, dtype)),
+        _signed_rows(k1, left_dim, flat // n2, dtype), _signed_rows(k2, right_dim, flat % n2, dtype)
     )
 
 
@@ -111,18 +139,18 @@ def tensor_srht(params: TensorSRHTParams, x: jax.Array, y: jax.Array | None = No
     plain SRHT of x with this node's left rows, up to a global sign that cancels in every inner
     product.
     """
-    _check_last_dim(x, params.left.signs.shape[0], "tensor_srht (left)")
-    k = params.left.rows.index.shape[0]
-    out = hartley_at(x * params.left.signs, params.left.rows)
+    left, right = params.left, params.right
+    _check_last_dim(x, left.in_dim, "tensor_srht (left)")
+    out = hartley_at(x * left.signs.astype(x.dtype), left.rows, left.fft_len)
     if y is not None:
-        _check_last_dim(y, params.right.signs.shape[0], "tensor_srht (right)")
-        out = out * hartley_at(y * params.right.signs, params.right.rows)
-    return out * (1.0 / k) ** 0.5
+        _check_last_dim(y, right.in_dim, "tensor_srht (right)")
+        out = out * hartley_at(y * right.signs.astype(y.dtype), right.rows, right.fft_len)
+    return out * (1.0 / left.out_dim) ** 0.5
 
 
 def _check_dims(**dims: int) -> None:
     for name, value in dims.items():
-        if not isinstance(value, int) or value < 1:
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
