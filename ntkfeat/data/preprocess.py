@@ -1,0 +1,227 @@
+"""Preprocessing of a train/test split: checks, seeded splits and subsets, standardization.
+
+Every statistic is computed on the training rows that are returned and applied unchanged to the
+test rows, so nothing about the test set leaks into the features:
+
+- tabular x: columns constant on the training rows are dropped, the rest become
+  (x - mean_train) / std_train per column;
+- images (NHWC): pixels are scaled to [0, 1] (uint8 / 255), then each channel becomes
+  (x - mean_train[c]) / std_train[c], with mean and std over all training pixels of channel c;
+- regression y: (y - mean_train) / std_train, so RMSE in original units is RMSE * std_train.
+
+Standard deviations are population ones (ddof = 0). Statistics are accumulated in float64 and the
+results are float32.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+TASKS = ("regression", "classification")
+
+# A column whose training std is below this fraction of its mean magnitude varies by less than one
+# float32 ulp: it is constant up to rounding (naval's constant columns give std exactly 0).
+_CONSTANT_RTOL = 1e-7
+# Rows per chunk when standardizing images, so that float64 temporaries stay small.
+_CHUNK_ROWS = 1024
+# Task inference: integer-valued y with at most this many distinct values is a class label.
+_MAX_INFERRED_CLASSES = 100
+
+
+def check_finite(a: np.ndarray, what: str, where: str) -> None:
+    """Raises ValueError naming how many rows of `a` hold NaN or inf (no-op for integer arrays)."""
+    if not np.issubdtype(a.dtype, np.floating):
+        return
+    bad = ~np.isfinite(a.reshape(len(a), -1)).all(axis=1)
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        raise ValueError(
+            f"{where}: {what} has NaN or inf values in {rows.size} of {len(a)} rows "
+            f"(first rows: {rows[:5].tolist()}); clean or drop them before loading")
+
+
+def seeded_split(n: int, seed: int, test_fraction: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
+    """A deterministic random train/test split of range(n).
+
+    The permutation comes from `np.random.default_rng(seed)`; its first n - round(test_fraction n)
+    entries are the training rows, the rest the test rows (both at least 1).
+
+    Returns:
+      (train_rows, test_rows), int64 arrays of shapes (n_train,), (n_test,), in permuted order.
+    """
+    if n < 2:
+        raise ValueError(f"a random train/test split needs at least 2 rows, got {n}")
+    n_test = min(max(int(round(test_fraction * n)), 1), n - 1)
+    perm = np.random.default_rng(seed).permutation(n)
+    return perm[: n - n_test], perm[n - n_test:]
+
+
+def subset_rows(available: int, k: int | None, seed: int, stream: int, what: str, shuffle: bool = False,
+                where: str = "") -> np.ndarray:
+    """Positions of a seeded random subset of `k` out of `available` rows.
+
+    The subset is the first k entries of a permutation from
+    `np.random.default_rng((seed, stream))`, so subsets for increasing k are nested, and the train
+    (stream 1) and test (stream 2) subsets do not depend on each other's size.
+
+    Args:
+      available: number of rows to choose from.
+      k: subset size, or None for all rows (in their order, or permuted if `shuffle`).
+      seed, stream: the random stream.
+      what: the argument name for error messages ('n_train' or 'n_test').
+      shuffle: permute even when all rows are kept (for sources sorted by class).
+      where: names the dataset in error messages.
+
+    Returns:
+      int64 array (k,) of distinct positions in [0, available).
+    """
+    if k is None:
+        if not shuffle:
+            return np.arange(available)
+        k = available
+    if k > available:
+        raise ValueError(f"{what}={k} is larger than the {available} rows available{where}")
+    return np.random.default_rng((seed, stream)).permutation(available)[:k]
+
+
+def infer_task(y: np.ndarray) -> str:
+    """'classification' if y is integer-valued with at most 100 distinct values, else 'regression'."""
+    if np.issubdtype(y.dtype, np.bool_):
+        return "classification"
+    if np.issubdtype(y.dtype, np.floating) and not np.all(y == np.round(y)):
+        return "regression"
+    return "classification" if np.unique(y).size <= _MAX_INFERRED_CLASSES else "regression"
+
+
+def class_values(y_all: np.ndarray, where: str) -> np.ndarray:
+    """The sorted distinct labels of y_all; ValueError unless they are integer-valued."""
+    classes = np.unique(y_all)
+    if np.issubdtype(classes.dtype, np.floating) and not np.all(classes == np.round(classes)):
+        raise ValueError(f"{where}: task='classification' needs integer-valued labels, but y has "
+                         f"non-integer values such as {classes[classes != np.round(classes)][0]!r}")
+    return classes
+
+
+def encode_labels(y: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Labels as int64 indices into `classes` (identity when classes are 0..K-1)."""
+    return np.searchsorted(classes, y).astype(np.int64)
+
+
+def standardize_targets(y_train: np.ndarray, y_test: np.ndarray):
+    """(y - mean) / std with the training mean and std.
+
+    Returns:
+      (y_train, y_test, mean, std, constant): float32 (n_train,), (n_test,), two floats, and
+      whether the training targets were constant (std is then taken as 1).
+    """
+    y64 = y_train.astype(np.float64)
+    mean, std = float(y64.mean()), float(y64.std())
+    constant = std <= _CONSTANT_RTOL * abs(mean)
+    if constant:
+        std = 1.0
+
+    def scale(y):
+        return ((y.astype(np.float64) - mean) / std).astype(np.float32)
+
+    return scale(y_train), scale(y_test), mean, std, constant
+
+
+def constant_columns(x_train: np.ndarray) -> np.ndarray:
+    """Boolean (d,) mask of the columns of x_train (n, d) that are constant up to float32 rounding."""
+    x64 = x_train.astype(np.float64)
+    mean, std = x64.mean(axis=0), x64.std(axis=0)
+    return std <= _CONSTANT_RTOL * np.abs(mean)
+
+
+def standardize_columns(x_train: np.ndarray, x_test: np.ndarray, where: str = ""):
+    """Drops the columns constant on the training rows and standardizes the rest per column.
+
+    Args:
+      x_train: (n_train, d) training rows; x_test: (n_test, d).
+
+    Returns:
+      (x_train, x_test, mean, std, dropped): float32 (n_train, d'), (n_test, d'), float64 (d',)
+      statistics of the kept columns, and the int list of dropped column indices (d' = d - len).
+    """
+    constant = constant_columns(x_train)
+    dropped = np.flatnonzero(constant).tolist()
+    if constant.all():
+        raise ValueError(f"{where}: all {x_train.shape[1]} columns are constant on the "
+                         f"{len(x_train)} training rows; nothing is left to learn from")
+    keep = ~constant
+    x64 = x_train[:, keep].astype(np.float64)
+    mean, std = x64.mean(axis=0), x64.std(axis=0)
+
+    def scale(x):
+        return ((x[:, keep].astype(np.float64) - mean) / std).astype(np.float32)
+
+    return scale(x_train), scale(x_test), mean, std, dropped
+
+
+def channel_moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std over all pixels of NHWC images x, in float64.
+
+    uint8 images go through a 256-bin histogram per channel (exact and one pass); other dtypes are
+    accumulated by chunks of rows, so float64 temporaries stay small.
+
+    Returns:
+      (mean, std), float64 arrays (C,).
+    """
+    channels = x.shape[-1]
+    if x.dtype == np.uint8:
+        values = np.arange(256.0)
+        counts = np.stack([np.bincount(x[..., c].ravel(), minlength=256) for c in range(channels)])
+        count = counts.sum(axis=1)
+        mean = counts @ values / count
+        return mean, np.sqrt((counts * (values - mean[:, None]) ** 2).sum(axis=1) / count)
+    total = np.zeros(channels)
+    for start in range(0, len(x), _CHUNK_ROWS):
+        total += x[start:start + _CHUNK_ROWS].sum(axis=(0, 1, 2), dtype=np.float64)
+    count = x.size // channels
+    mean = total / count
+    squares = np.zeros_like(mean)
+    for start in range(0, len(x), _CHUNK_ROWS):
+        # Centered sums (two passes) avoid the cancellation of E[x^2] - E[x]^2.
+        squares += ((x[start:start + _CHUNK_ROWS].astype(np.float64) - mean) ** 2).sum(axis=(0, 1, 2))
+    return mean, np.sqrt(squares / count)
+
+
+def _affine_images(x: np.ndarray, scale: float, shift: np.ndarray, div: np.ndarray) -> np.ndarray:
+    """(x * scale - shift) / div per channel, as float32."""
+    if x.dtype == np.uint8:
+        # A 256-entry table per channel: one gather instead of float arithmetic on every pixel.
+        table = ((np.arange(256.0)[:, None] * scale - shift) / div).astype(np.float32)
+        out = np.empty(x.shape, np.float32)
+        for c in range(x.shape[-1]):
+            out[..., c] = table[x[..., c], c]
+        return out
+    out = np.empty(x.shape, np.float32)
+    for start in range(0, len(x), _CHUNK_ROWS):
+        chunk = x[start:start + _CHUNK_ROWS].astype(np.float64) * scale
+        out[start:start + _CHUNK_ROWS] = (chunk - shift) / div
+    return out
+
+
+def preprocess_images(x_train: np.ndarray, x_test: np.ndarray, scale: float, standardize: bool):
+    """Scales NHWC pixels by `scale` (1/255 for uint8) and standardizes each channel.
+
+    Args:
+      x_train: (n_train, H, W, C) images; x_test: (n_test, H, W, C).
+      scale: pixel scale factor applied first.
+      standardize: if False, only scale.
+
+    Returns:
+      (x_train, x_test, mean, std, constant_channels): float32 images, the float64 (C,) statistics
+      of the scaled training pixels (None if not standardized), and the list of channels constant on
+      the training images (left centered but not divided, since their std is 0).
+    """
+    channels = x_train.shape[-1]
+    if not standardize:
+        zero, one = np.zeros(channels), np.ones(channels)
+        return _affine_images(x_train, scale, zero, one), _affine_images(x_test, scale, zero, one), None, None, []
+    mean, std = channel_moments(x_train)
+    mean, std = mean * scale, std * scale
+    constant = std <= _CONSTANT_RTOL * np.abs(mean)
+    div = np.where(constant, 1.0, std)
+    return (_affine_images(x_train, scale, mean, div), _affine_images(x_test, scale, mean, div), mean, std,
+            np.flatnonzero(constant).tolist())
