@@ -1,0 +1,87 @@
+"""What every baseline feature map shares: input checks and row streaming in fixed-size batches."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ntkfeat.network import check_inputs
+
+
+def default_dtype():
+    return jnp.zeros((), dtype=float).dtype  # float64 under jax_enable_x64, else float32
+
+
+def check_dim(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def check_positive(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    if not (np.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def check_train(x_train, name: str = "x_train"):
+    """x_train checked like any input (real, (n, d) or (n, H, W, C), finite), plus n >= 1."""
+    if isinstance(x_train, jax.core.Tracer):
+        raise TypeError(f"{name} must be a concrete array: init_fn makes data-dependent choices on the host")
+    x = check_inputs(x_train, None, name)
+    if x.shape[0] < 1:
+        raise ValueError(f"{name} has no rows")
+    return x
+
+
+def check_batch(x, input_shape: tuple[int, ...]):
+    """Validates x against the input shape the parameters were built for (tracers included:
+    `check_inputs` skips them, but their shapes are static and still checked here)."""
+    if hasattr(x, "shape") and tuple(x.shape[1:]) != tuple(input_shape):
+        raise ValueError(
+            f"x has shape {tuple(x.shape)}, but the feature map was built for inputs of shape "
+            f"(n, {', '.join(map(str, input_shape))})"
+        )
+    return check_inputs(x, input_shape)
+
+
+def map_rows(apply: Callable, x, batch_size: int) -> jax.Array:
+    """apply(xb) -> (rows, k) over consecutive batches of `batch_size` rows of x, concatenated.
+
+    Every batch has the same shape, so a jitted `apply` compiles once: the last one is padded
+    by repeating its last row (not zeros, which some kernels map to 0/0, e.g. angles at x = 0)
+    and the padding rows are cut from the result. A traced x is processed in one call.
+    """
+    if isinstance(x, jax.core.Tracer):
+        return apply(x)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    n = x.shape[0]
+    if n <= batch_size:
+        return apply(jnp.asarray(x))
+    out = []
+    for start in range(0, n, batch_size):
+        xb = jnp.asarray(x[start : start + batch_size])
+        rows = xb.shape[0]
+        if rows < batch_size:
+            xb = jnp.concatenate([xb, jnp.repeat(xb[-1:], batch_size - rows, axis=0)])
+        out.append(apply(xb)[:rows])
+    return jnp.concatenate(out)
+
+
+def row_blocks(fn: Callable, x, block: int) -> np.ndarray:
+    """Host-side (float64) concatenation of fn(xb) over padded row blocks of x (see `map_rows`)."""
+    out = []
+    n = x.shape[0]
+    for start in range(0, n, block):
+        xb = np.asarray(x[start : start + block])
+        rows = xb.shape[0]
+        if n > block and rows < block:
+            xb = np.concatenate([xb, np.repeat(xb[-1:], block - rows, axis=0)])
+        out.append(np.asarray(fn(xb), np.float64)[:rows])
+    return np.concatenate(out)
