@@ -9,12 +9,12 @@
 
 from ntkfeat.layers import AvgPool, Conv, Dense, Flatten, GlobalAvgPool, RandomFeatures, Relu, Sketch
 from ntkfeat.network import FeatureMap, finite_network, iterate_features, serial
-from ntkfeat import baselines, data, exact, polynomials, sketches
+from ntkfeat import baselines, data, exact, polynomials, sketches, solvers
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AvgPool", "Conv", "Dense", "Flatten", "GlobalAvgPool", "RandomFeatures", "Relu", "Sketch",
     "FeatureMap", "finite_network", "iterate_features", "serial",
-    "baselines", "data", "exact", "polynomials", "sketches",
+    "baselines", "data", "exact", "polynomials", "sketches", "solvers",
 ]

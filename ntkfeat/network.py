@@ -30,7 +30,8 @@ from ntkfeat.sketches.srht import srht, srht_init
 
 _GETS = ("ntk", "nngp")
 _OUTPUT_SLACK = 4  # bias coordinates may take the output a little over `dim`
-# Default memory for one batch's intermediates (bytes); the batch size follows from it.
+# Default memory for one batch's intermediates (bytes) where the device does not report its
+# memory (CPU); on accelerators, an eighth of the device memory. The batch size follows.
 DEFAULT_BATCH_BYTES = 1 << 28
 
 
@@ -181,8 +182,15 @@ def check_inputs(x, input_shape: tuple[int, ...] | None, name: str = "x"):
     return x
 
 
-def default_batch_size(params: FeatureMap, budget_bytes: int = DEFAULT_BATCH_BYTES) -> int:
+def _batch_budget() -> int:
+    stats = jax.devices()[0].memory_stats() or {}
+    limit = stats.get("bytes_limit")
+    return int(limit // 8) if limit else DEFAULT_BATCH_BYTES
+
+
+def default_batch_size(params: FeatureMap, budget_bytes: int | None = None) -> int:
     """Rows per batch such that one batch's intermediates stay within about `budget_bytes`."""
+    budget_bytes = budget_bytes or _batch_budget()
     width = params.method.width or params.method.dim
     if params.mode == "oneshot":
         per_row = 6 * width + params.out_dim

@@ -1,0 +1,229 @@
+"""Ridge regression on explicit features, at any number of rows.
+
+    W = argmin ||Z W - Y||_F^2 + lam ||W||_F^2 = (Z^T Z + lam I)^{-1} Z^T Y      (primal, m x m solve)
+                                                = Z^T (Z Z^T + lam I)^{-1} Y      (dual, n x n solve)
+
+Z (n, m) features, Y (n, k) targets, no intercept (center the targets, e.g. `one_hot_targets`).
+The primal form needs only the sufficient statistics Z^T Z, Z^T Y, accumulated over row batches
+in a `GramState`, so n is bounded by time, not memory.
+
+Precision: statistics and solves are float64 whatever the feature dtype, computed by JAX on its
+default device with 64-bit mode on only for those calls (see `_float64`); states and weights are
+returned as NumPy float64.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ntkfeat.solvers import _checks
+from ntkfeat.solvers._float64 import host, moments, outer_rows, regularized_solve, transpose_times, x64
+
+_FORMS = ("auto", "primal", "dual")
+
+
+class GramState(NamedTuple):
+    """Sufficient statistics of ridge regression over the rows seen so far (NumPy float64)."""
+
+    ztz: np.ndarray  # (m, m) sum_i z_i z_i^T
+    zty: np.ndarray  # (m, k) sum_i z_i y_i^T
+    yty: np.ndarray  # (k,)   sum_i y_i^2, per output (for residuals and validation errors)
+    n: int  # rows seen
+
+    @property
+    def num_features(self) -> int:
+        return self.ztz.shape[0]
+
+    @property
+    def num_outputs(self) -> int:
+        return self.zty.shape[1]
+
+
+class RidgeModel(NamedTuple):
+    """A fitted linear model on features: predictions Z W."""
+
+    weights: np.ndarray  # (m, k) float64
+    lam: float  # the regularization it was fitted with
+
+
+def gram_init(m: int, k: int) -> GramState:
+    """Zero statistics for m features and k outputs."""
+    m, k = int(m), int(k)
+    if m < 1 or k < 1:
+        raise ValueError(f"need m >= 1 features and k >= 1 outputs, got m={m}, k={k}")
+    return GramState(np.zeros((m, m)), np.zeros((m, k)), np.zeros(k), 0)
+
+
+def _check_batch(z, y, m: int | None = None, k: int | None = None):
+    z = _checks.features(z, "z_batch", width=m)
+    return z, _checks.targets(y, z, "y_batch", "z_batch", outputs=k)
+
+
+def _check_state(state) -> GramState:
+    if not isinstance(state, GramState):
+        raise TypeError(f"expected a GramState (from gram_init / gram_from_batches), got {type(state).__name__}")
+    return state
+
+
+def gram_update(state: GramState, z_batch, y_batch) -> GramState:
+    """The statistics with one more batch of rows added (pure: `state` is not modified).
+
+    ztz + z^T z, zty + z^T y, yty + sum(y^2), n + rows; products in float64 on the batch's device
+    (one m x m transfer to the host per call: prefer `gram_from_batches` for many batches).
+
+    Args:
+      state: from `gram_init` or a previous update.
+      z_batch: (b, m) features, any float dtype.
+      y_batch: (b, k) targets, or (b,) when k = 1.
+    """
+    state = _check_state(state)
+    z, y = _check_batch(z_batch, y_batch, state.num_features, state.num_outputs)
+    with x64():
+        ztz, zty, yty = (host(a) for a in moments(z, y))
+    return GramState(state.ztz + ztz, state.zty + zty, state.yty + yty, state.n + z.shape[0])
+
+
+def gram_from_batches(batches: Iterable) -> GramState:
+    """Statistics of all rows of an iterable of (z_batch (b, m), y_batch (b, k)) pairs.
+
+    Sums stay on the device in float64 and come to the host once, so the cost is the n m^2
+    products; batches shorter than the largest so far are zero-padded to it (one compilation).
+    With a feature map:
+
+        batches = ((f, y[s:s + len(f)]) for s, f in nf.iterate_features(params, x, batch_size=4096))
+        state = gram_from_batches(batches)
+    """
+    sums, n, width, shape = None, 0, 0, (None, None)
+    with x64():
+        for i, pair in enumerate(batches):
+            try:
+                z, y = pair
+            except (TypeError, ValueError):
+                raise TypeError(f"batch {i} must be a pair (z_batch, y_batch), got {type(pair).__name__}") from None
+            z, y = _check_batch(z, y, *shape)
+            rows = z.shape[0]
+            width = max(width, rows)
+            if rows < width:  # zero rows add nothing; one batch shape means one compilation
+                z, y = (jnp.pad(jnp.asarray(a), ((0, width - rows), (0, 0))) for a in (z, y))
+            part = moments(z, y)
+            sums = part if sums is None else tuple(a + b for a, b in zip(sums, part))
+            n += rows
+            shape = (z.shape[1], y.shape[1])
+        if sums is None:
+            raise ValueError("batches yielded no (z_batch, y_batch) pairs: there is nothing to fit")
+        ztz, zty, yty = (host(a) for a in sums)
+    return GramState(ztz, zty, yty, n)
+
+
+def gram_merge(a: GramState, b: GramState) -> GramState:
+    """Statistics of the union of two disjoint sets of rows (e.g. train and validation parts)."""
+    a, b = _check_state(a), _check_state(b)
+    if (a.num_features, a.num_outputs) != (b.num_features, b.num_outputs):
+        raise ValueError(
+            f"cannot merge statistics for (m, k) = {(a.num_features, a.num_outputs)} and "
+            f"{(b.num_features, b.num_outputs)}"
+        )
+    return GramState(a.ztz + b.ztz, a.zty + b.zty, a.yty + b.yty, a.n + b.n)
+
+
+def _solved(result, lam: float, what: str) -> np.ndarray:
+    """The solution of `regularized_solve`, or a clear error when the system was singular."""
+    x, singular = result
+    if bool(singular):
+        raise ValueError(
+            f"{what} + lam I is not numerically positive definite at lam={lam:g}: the matrix is rank-deficient "
+            "(fewer independent rows than features, or duplicated features); use lam > 0"
+        )
+    return host(x)
+
+
+def ridge_primal(ztz, zty, lam: float) -> np.ndarray:
+    """W = (Z^T Z + lam I)^{-1} Z^T Y by Cholesky, in float64.
+
+    Args:
+      ztz: (m, m) Gram Z^T Z (symmetric positive semi-definite; the lower triangle is read).
+      zty: (m, k) Z^T Y, or (m,).
+      lam: >= 0; lam = 0 needs a full-rank Gram.
+
+    Returns:
+      (m, k) float64 weights.
+    """
+    lam = _checks.regularization(lam)
+    ztz = _checks.square(ztz, "ztz")
+    zty = _checks.targets(zty, ztz, "zty", "ztz")
+    with x64():
+        return _solved(regularized_solve(ztz, zty, lam), lam, "Z^T Z")
+
+
+def ridge_dual(z, y, lam: float) -> np.ndarray:
+    """W = Z^T alpha with alpha = (Z Z^T + lam I)^{-1} Y, in float64: the same W as the primal
+    form (push-through identity), at O(n^2 m + n^3) instead of O(n m^2 + m^3); for n < m.
+
+    Args:
+      z: (n, m) features.
+      y: (n, k) targets, or (n,).
+      lam: >= 0; lam = 0 gives the minimum-norm interpolant when Z has full row rank.
+
+    Returns:
+      (m, k) float64 weights.
+    """
+    lam = _checks.regularization(lam)
+    z = _checks.features(z)
+    y = _checks.targets(y, z)
+    with x64():
+        alpha = _solved(regularized_solve(outer_rows(z, z), y, lam), lam, "Z Z^T")
+        return host(transpose_times(z, alpha))
+
+
+def fit_ridge(z, y, lam: float, form: str = "auto") -> RidgeModel:
+    """Ridge regression of y on z with regularization lam.
+
+    Args:
+      z: (n, m) features (any float dtype; solved in float64).
+      y: (n, k) targets, or (n,) for one output (weights are then (m, 1)).
+      lam: >= 0.
+      form: 'primal' (m x m solve), 'dual' (n x n solve) or 'auto': dual when n < m.
+
+    Returns:
+      RidgeModel with (m, k) float64 weights.
+    """
+    if form not in _FORMS:
+        raise ValueError(f"form must be one of {_FORMS}, got {form!r}")
+    lam = _checks.regularization(lam)
+    z = _checks.features(z)
+    y = _checks.targets(y, z)
+    if form == "dual" or (form == "auto" and z.shape[0] < z.shape[1]):
+        return RidgeModel(ridge_dual(z, y, lam), lam)
+    with x64():
+        ztz, zty, _ = moments(z, y)
+        return RidgeModel(_solved(regularized_solve(ztz, zty, lam), lam, "Z^T Z"), lam)
+
+
+def fit_ridge_gram(state: GramState, lam: float) -> RidgeModel:
+    """Ridge regression from accumulated statistics (primal form)."""
+    state = _check_state(state)
+    if state.n == 0:
+        raise ValueError("the GramState has seen no rows: there is nothing to fit")
+    return RidgeModel(ridge_primal(state.ztz, state.zty, lam), _checks.regularization(lam))
+
+
+def predict(model: RidgeModel, z):
+    """Predictions z W (n, k).
+
+    NumPy z is computed in NumPy float64; a JAX z (also under jit) in JAX at z's dtype with
+    full-precision matmul (no TF32 on GPUs).
+    """
+    w = model.weights
+    if not _checks.is_tracer(z) and not _checks.is_tracer(w):
+        z = _checks.as_array(z, "z")
+        if z.ndim != 2 or z.shape[1] != w.shape[0]:
+            raise ValueError(
+                f"z has shape {tuple(z.shape)}, but the model's weights {tuple(w.shape)} need (n, {w.shape[0]})"
+            )
+    if isinstance(z, np.ndarray):
+        return np.asarray(z, np.float64) @ np.asarray(w, np.float64)
+    return jnp.dot(z, jnp.asarray(w, z.dtype), precision=jax.lax.Precision.HIGHEST)
