@@ -9,7 +9,7 @@ the NNGP at shifted positions, i.e. the Gram of the q^2 shifted copies stacked s
 is wide, stacking it is never needed: with a shared random rotation R and independent sign
 vectors D_o, v(p) = sum_o D_o * R f(p + o) satisfies E <v(p), v'(p')> = sum_o <f(p+o), f'(p'+o)>,
 so one depthwise convolution with random +-1 filters replaces the q^2-wide direct sum. R (a full
-randomized Hartley rotation, exact) spreads each feature vector so that the cross terms stay
+random rotation: sign flips and the orthonormal real DFT, exact) spreads each feature vector so that the cross terms stay
 small. Flatten uses the same trick over positions.
 """
 
@@ -24,7 +24,7 @@ from jax import lax
 from ntkfeat import _random
 from ntkfeat.features.state import Features, Spec
 from ntkfeat.layers.layers import AvgPool, Conv, Dense, Flatten, GlobalAvgPool
-from ntkfeat.sketches.srht import SRHTParams, fft_length, srht, srht_init
+from ntkfeat.sketches.srht import SRHTParams, fft_length, random_rotation
 
 _DN = ("NHWC", "HWIO", "NHWC")
 
@@ -65,18 +65,50 @@ def dense_apply(layer: Dense, params, spec: Spec, f: Features) -> Features:
 
 
 def _window_mix_init(key, in_dim: int, window: tuple[int, ...], width: int, dtype):
-    """Either None (exact stacking is cheap) or (rotation, signs) for the sign-sum sketch."""
+    """Either None (exact stacking is cheap) or (rotation, signs) for the sign-sum sketch.
+
+    One sign-sum compresses prod(window) * N inputs into N outputs, so when the budget allows
+    it, r = width // N independent sign sets (one shared rotation) are concatenated and scaled by
+    1/sqrt(r): their errors are uncorrelated, so the variance falls by r at r times the width.
+    """
     if math.prod(window) * in_dim <= width:
         return None
     k_rot, k_sign = _random.split(key, 2)
-    rotated = fft_length(in_dim)  # all rows of the padded transform: an exact rotation
-    signs = jnp.asarray(_random.rademacher(k_sign, tuple(window) + (1, rotated)), dtype)
-    return srht_init(k_rot, in_dim, rotated, dtype), signs
+    rotated = fft_length(in_dim)  # the rotation's output width
+    copies = _copies(in_dim, window, width)
+    signs = jnp.asarray(_random.rademacher(k_sign, tuple(window) + (rotated, copies)), dtype)
+    return jnp.asarray(_random.rademacher(k_rot, (in_dim,)), dtype), signs
+
+
+def _copies(in_dim: int, window, width: int) -> int:
+    return max(1, min(math.prod(window), width // fft_length(in_dim)))
 
 
 def _window_mix_dim(in_dim: int, window, width: int) -> int:
     n = math.prod(window) * in_dim
-    return n if n <= width else fft_length(in_dim)
+    return n if n <= width else _copies(in_dim, window, width) * fft_length(in_dim)
+
+
+def _signed_window_sum(y, signs, window, strides, padding):
+    """sum over window offsets o of signs[o] * y[p * stride + o], for each of the sign copies:
+    (n, H, W, N) -> (n, H', W', N * copies), channel-major (c, copy).
+
+    Written as shifted slices, which XLA fuses into one pass. (The same sum as one grouped
+    convolution, a depthwise convolution with `copies` outputs per channel, was 4x slower on an
+    H200 and slower still on CPU; NOTES.md.)
+    """
+    copies = signs.shape[-1]
+    spatial = y.shape[1:3]
+    pads = lax.padtype_to_pads(spatial, window, strides, padding)
+    y = jnp.pad(y, ((0, 0), tuple(pads[0]), tuple(pads[1]), (0, 0)))
+    out_h, out_w = conv_output_shape(spatial, window, strides, padding)
+    sh, sw = strides
+    out = 0.0
+    for i in range(window[0]):
+        for j in range(window[1]):
+            view = y[:, i : i + (out_h - 1) * sh + 1 : sh, j : j + (out_w - 1) * sw + 1 : sw, :, None]
+            out = out + view * signs[i, j].astype(y.dtype)
+    return out.reshape(out.shape[:3] + (-1,)) * (1.0 / copies) ** 0.5
 
 
 def _window_mix(mix, x, window, strides, padding):
@@ -86,11 +118,8 @@ def _window_mix(mix, x, window, strides, padding):
             x, window, strides, padding, dimension_numbers=_DN
         )
     rotation, signs = mix
-    y = srht(rotation, x)  # all rows: an orthogonal map, inner products kept exactly
-    return lax.conv_general_dilated(
-        y, signs.astype(y.dtype), strides, padding, dimension_numbers=_DN,
-        feature_group_count=y.shape[-1],
-    )
+    y = random_rotation(rotation, x)  # orthogonal: inner products kept exactly
+    return _signed_window_sum(y, signs, window, strides, padding)
 
 
 def conv_init(layer: Conv, key, spec: Spec, width: int, dtype):
@@ -192,9 +221,10 @@ def _flatten_features(mix, x, positions: int):
     x = x.reshape(n, positions, x.shape[-1])
     if mix is None:
         return x.reshape(n, -1) / math.sqrt(positions)
-    rotation, signs = mix
-    y = srht(rotation, x)
-    return jnp.einsum("npm,pm->nm", y, signs.reshape(positions, -1).astype(y.dtype)) / math.sqrt(positions)
+    rotation, signs = mix  # signs: (positions, N, copies)
+    y = random_rotation(rotation, x)
+    out = jnp.einsum("npm,pmc->nmc", y, signs.astype(y.dtype)) / math.sqrt(positions * signs.shape[-1])
+    return out.reshape(n, -1)
 
 
 def flatten_apply(layer, params, spec: Spec, f: Features) -> Features:

@@ -97,23 +97,22 @@ def relu_spec(spec: Spec, m_nngp: int, m_ntk: int) -> Spec:
 def relu_init(layer: Relu, key, spec: Spec, method: Sketch, final: bool, dtype):
     m_nngp, m_ntk, m_t = relu_widths(method, spec, final)
     k1, k0 = relu_polynomials(method.degree, method.fit, round(spec.rho_min, 6))
-    key1, key0, key_t = _random.split(key, 3)
-    params = {
-        "kappa1": dot_product_features_init(key1, spec.nngp_dim, k1, m_nngp, dtype),
-        "kappa0": None,
-        "product": None,
-    }
+    key_f, key_t = _random.split(key, 2)
+    params = {"kappa": None, "product": None}
     ntk_width = 0
     if spec.ntk_dim:
         # kappa0's constant term (1/2) is its own coordinate: the NTK times it is kept apart
-        # from the TensorSRHT (see `sketches.product`).
+        # from the TensorSRHT (see `sketches.product`). kappa1 and kappa0 of the same input
+        # share one set of sketches (two heads), so its FFTs are paid once.
         k0_rest = k0.copy()
         k0_rest[0] = 0.0
-        params["kappa0"] = dot_product_features_init(key0, spec.nngp_dim, k0_rest, m_t, dtype)
+        params["kappa"] = dot_product_features_init(key_f, spec.nngp_dim, [k1, k0_rest], [m_nngp, m_t], dtype)
         params["product"], ntk_width = offset_product_init(
-            key_t, spec.ntk_dim, params["kappa0"].out_dim, math.sqrt(k0[0] / 2), m_ntk, dtype
+            key_t, spec.ntk_dim, params["kappa"].head_out_dim(1), math.sqrt(k0[0] / 2), m_ntk, dtype
         )
-    return params, relu_spec(spec, params["kappa1"].out_dim, ntk_width)
+    else:
+        params["kappa"] = dot_product_features_init(key_f, spec.nngp_dim, k1, m_nngp, dtype)
+    return params, relu_spec(spec, params["kappa"].head_out_dim(0), ntk_width)
 
 
 def normalize(nngp: jax.Array, diag: jax.Array | None):
@@ -128,12 +127,13 @@ def normalize(nngp: jax.Array, diag: jax.Array | None):
 def relu_apply(layer: Relu, params, spec: Spec, f: Features) -> Features:
     u, scale = normalize(f.nngp, f.diag)
     half = 0.5**0.5
-    nngp = (half * scale)[..., None] * dot_product_features(params["kappa1"], u)
-    ntk = None
-    if f.ntk is not None:
-        t = half * dot_product_features(params["kappa0"], u)
-        ntk = offset_product(params["product"], f.ntk, t)
     diag = None if f.diag is None else f.diag / 2
+    if f.ntk is None:
+        nngp = (half * scale)[..., None] * dot_product_features(params["kappa"], u)
+        return Features(nngp, None, diag)
+    k1, k0 = dot_product_features(params["kappa"], u, heads=True)
+    nngp = (half * scale)[..., None] * k1
+    ntk = offset_product(params["product"], f.ntk, half * k0)
     return Features(nngp, ntk, diag)
 
 

@@ -11,6 +11,11 @@ The features are the concatenation of sqrt(c_j) * (features of <x, y>^j) over th
 The number of exact degrees is chosen to minimize that variance bound as well (the low-degree
 terms carry most of the kernel mass, so writing them exactly is usually the best use of the
 dimension when the input is small).
+
+Several polynomials of the same input ("heads", e.g. kappa1 and kappa0 at a ReLU) can share one
+parameter set: the exact monomials are computed once, and the sketched degrees come from one
+PolySketch tree whose root rows are split into disjoint slices, one per head. Each head is still
+an unbiased sketch of its own polynomial, and the FFTs of the input are paid once.
 """
 
 from __future__ import annotations
@@ -25,10 +30,12 @@ from ntkfeat import _random
 from ntkfeat._pytree import pytree_dataclass
 from ntkfeat.sketches.monomials import MonomialParams, monomial_features, monomial_features_init, num_monomials
 from ntkfeat.sketches.poly_sketch import PolySketchParams, num_levels, poly_sketch, poly_sketch_init
-from ntkfeat.sketches.srht import SRHTParams, srht, srht_init
+from ntkfeat.sketches.srht import HartleyRows, SRHTParams, shared_rows_init, shared_srht, srht, srht_init
 
 # A sketched degree never gets fewer dimensions than this.
 _MIN_SKETCH_DIM = 8
+# The PolySketch node (level 1, position 0, two x leaves): x (x) x, present for every degree >= 2.
+_FIRST_PRODUCT = str((1, 0, 2))
 
 
 def _variance_weight(j: int) -> float:
@@ -41,35 +48,57 @@ def plan_dot_product_features(in_dim: int, coeffs, dim: int) -> tuple[tuple[int,
     Returns:
       (exact_degrees, sketch_dims) with sketch_dims a {degree: m_j} dict.
     """
+    exact, dims = _plan([_check_coeffs(coeffs)], [dim], in_dim)
+    return exact, dims[0]
+
+
+def _check_coeffs(coeffs) -> np.ndarray:
     coeffs = np.asarray(coeffs, dtype=np.float64)
     if coeffs.ndim != 1 or np.any(coeffs < 0) or not np.all(np.isfinite(coeffs)):
         raise ValueError("coefficients must be a 1-d array of finite non-negative numbers")
-    degrees = [j for j in range(len(coeffs)) if coeffs[j] > 0]
-    if not degrees:
+    if not np.any(coeffs > 0):
         raise ValueError("all polynomial coefficients are zero")
+    return coeffs
+
+
+def _exact_cost(in_dim: int, j: int) -> int:
+    return 1 if j == 0 else num_monomials(in_dim, j)
+
+
+def _plan(coeffs_list, dims, in_dim):
+    """Shared exact degrees and per-head sketch dimensions (see module docstring)."""
+    present = [[j for j in range(len(c)) if c[j] > 0] for c in coeffs_list]
+    degrees = sorted(set().union(*present))
     best = None
-    # Candidate: the exact set is the first `n_exact` present degrees.
     for n_exact in range(len(degrees) + 1):
         exact = degrees[:n_exact]
-        sketched = [j for j in degrees[n_exact:]]
-        cost = sum(1 if j == 0 else num_monomials(in_dim, j) for j in exact)
-        if sketched and 0 in sketched:
+        if 0 in degrees and 0 not in exact and n_exact < len(degrees):
             continue  # degree 0 is always exact (one coordinate)
-        rest = dim - cost
-        if rest < (_MIN_SKETCH_DIM * len(sketched) if sketched else 0):
+        score, rests, feasible = 0.0, [], True
+        for c, dim, deg in zip(coeffs_list, dims, present):
+            sketched = [j for j in deg if j not in exact]
+            rest = dim - sum(_exact_cost(in_dim, j) for j in deg if j in exact)
+            if rest < _MIN_SKETCH_DIM * len(sketched):
+                feasible = False
+                break
+            mass = sum(c[j] * _variance_weight(j) for j in sketched)
+            score += mass**2 / rest if sketched else 0.0
+            rests.append((rest, sketched))
+        if not feasible:
             break
-        mass = sum(coeffs[j] * _variance_weight(j) for j in sketched)
-        score = mass**2 / rest if sketched else 0.0
         if best is None or score <= best[0] * (1 + 1e-9):
-            best = (score, tuple(exact), tuple(sketched), rest)
+            best = (score, tuple(exact), rests)
     if best is None:
         raise ValueError(
-            f"dim={dim} is too small for a polynomial of degree {degrees[-1]} on {in_dim} inputs: "
+            f"dim={min(dims)} is too small for a polynomial of degree {degrees[-1]} on {in_dim} inputs: "
             f"it needs at least {1 + _MIN_SKETCH_DIM * len(degrees)}"
         )
-    _, exact, sketched, rest = best
-    dims = _split(rest, {j: coeffs[j] * _variance_weight(j) for j in sketched})
-    return exact, dims
+    _, exact, rests = best
+    head_dims = [
+        _split(rest, {j: c[j] * _variance_weight(j) for j in sketched})
+        for c, (rest, sketched) in zip(coeffs_list, rests)
+    ]
+    return exact, head_dims
 
 
 def _split(total: int, weights: dict[int, float]) -> dict[int, int]:
@@ -91,74 +120,126 @@ def _split(total: int, weights: dict[int, float]) -> dict[int, int]:
     return {k: int(p) for k, p in zip(keys, parts)}
 
 
-@pytree_dataclass(meta=("in_dim", "exact_degrees", "sketch_dims"))
+@pytree_dataclass(meta=("in_dim", "exact_degrees", "head_exact", "head_slices"))
 class DotProductFeatureParams:
-    sqrt_coeffs: jax.Array  # (q + 1,)
-    monomials: dict  # degree (str) -> MonomialParams, for exact degrees >= 2
-    degree_one: SRHTParams | None  # when degree 1 is sketched, a single SRHT does it
-    tree: PolySketchParams | None  # sketched degrees >= 2
+    sqrt_coeffs: jax.Array  # (heads, q + 1)
+    monomials: dict  # degree (str) -> MonomialParams, for exact degrees >= 2 (shared)
+    # When degree 1 is sketched: its own SRHT, or rows of the tree's first transform of x.
+    degree_one: SRHTParams | HartleyRows | None
+    tree: PolySketchParams | None  # sketched degrees >= 2 (shared)
     in_dim: int
-    exact_degrees: tuple[int, ...]
-    sketch_dims: tuple[tuple[int, int], ...]  # ((degree, m_j), ...)
+    exact_degrees: tuple[int, ...]  # computed once
+    head_exact: tuple[tuple[int, ...], ...]  # per head: the exact degrees it uses (c_j > 0)
+    head_slices: tuple[tuple[tuple[int, int, int], ...], ...]  # per head: ((degree, start, m), ...)
+
+    @property
+    def heads(self) -> int:
+        return len(self.head_slices)
+
+    def head_out_dim(self, head: int) -> int:
+        exact = sum(_exact_cost(self.in_dim, j) for j in self.head_exact[head])
+        return exact + sum(m for _, _, m in self.head_slices[head])
 
     @property
     def out_dim(self) -> int:
-        exact = sum(1 if j == 0 else num_monomials(self.in_dim, j) for j in self.exact_degrees)
-        return exact + sum(m for j, m in self.sketch_dims)
+        """Output width of the first (or only) head."""
+        return self.head_out_dim(0)
+
+    @property
+    def sketch_dims(self) -> tuple[tuple[int, int], ...]:
+        """((degree, m_j), ...) of the first (or only) head."""
+        return tuple((j, m) for j, _, m in self.head_slices[0])
 
 
 def dot_product_features_init(
-    key: jax.Array, in_dim: int, coeffs, dim: int, dtype=jnp.float32
+    key: jax.Array, in_dim: int, coeffs, dim, dtype=jnp.float32
 ) -> DotProductFeatureParams:
     """Parameters for features of sum_j coeffs[j] <x, y>^j with about `dim` outputs.
 
     Args:
       key: PRNG key.
       in_dim: d.
-      coeffs: (q + 1,) non-negative coefficients.
-      dim: output dimension budget; the output has at most `dim` features (fewer when exact
-        features for every degree fit in fewer).
+      coeffs: (q + 1,) non-negative coefficients, or a list of such arrays (one per head).
+      dim: output dimension budget (an int, or a list with one per head); a head has at most
+        its `dim` features (fewer when exact features for every degree fit in fewer).
     """
-    exact, dims = plan_dot_product_features(in_dim, coeffs, dim)
-    coeffs = np.asarray(coeffs, dtype=np.float64)
+    multi = isinstance(dim, (list, tuple))
+    coeffs_list = [_check_coeffs(c) for c in coeffs] if multi else [_check_coeffs(coeffs)]
+    dims = list(dim) if multi else [dim]
+    if len(coeffs_list) != len(dims):
+        raise ValueError(f"{len(coeffs_list)} coefficient arrays but {len(dims)} dims")
+    exact, head_dims = _plan(coeffs_list, dims, in_dim)
+    q = max(len(c) for c in coeffs_list)
+    sqrt_coeffs = np.zeros((len(coeffs_list), q))
+    for h, c in enumerate(coeffs_list):
+        sqrt_coeffs[h, : len(c)] = np.sqrt(c)
     k_one, k_tree = _random.split(key, 2)
     monomials = {str(j): monomial_features_init(in_dim, j, dtype) for j in exact if j >= 2}
-    degree_one = srht_init(k_one, in_dim, dims[1], dtype) if 1 in dims else None
-    tree_degrees = tuple(j for j in dims if j >= 2)
+    totals = {}
+    for hd in head_dims:
+        for j, m in hd.items():
+            totals[j] = totals.get(j, 0) + m
+    widths = {1: totals.get(1, 0)}
+    tree_degrees = tuple(j for j in totals if j >= 2)
     tree = None
     if tree_degrees:
-        width = max(dims[j] for j in tree_degrees)
-        tree = poly_sketch_init(k_tree, in_dim, tree_degrees, width, dtype)
-        # A root narrower than its share (an exact node) keeps its natural width.
-        root = tree.out_dims()
-        dims = {j: (min(m, root[j]) if j >= 2 else m) for j, m in dims.items()}
+        tree = poly_sketch_init(k_tree, in_dim, tree_degrees, max(totals[j] for j in tree_degrees), dtype)
+        widths.update(tree.out_dims())
+    degree_one = None
+    if 1 in totals:
+        first = tree.nodes.get(_FIRST_PRODUCT) if tree is not None else None
+        if first is not None:  # degree 1 from the rows of x's first transform in the tree
+            degree_one = shared_rows_init(k_one, first.left, totals[1], dtype)
+        else:
+            degree_one = srht_init(k_one, in_dim, totals[1], dtype)
+    slices = []
+    starts = {j: 0 for j in totals}
+    for hd in head_dims:
+        head = []
+        for j in sorted(hd):
+            m = min(hd[j], widths[j])
+            # Disjoint root rows per head while they fit; an exact (narrow) root is shared whole.
+            start = starts[j] if starts[j] + m <= widths[j] else 0
+            starts[j] = start + m
+            head.append((j, start, m))
+        slices.append(tuple(head))
+    head_exact = tuple(tuple(j for j in exact if j < len(c) and c[j] > 0) for c in coeffs_list)
     return DotProductFeatureParams(
-        jnp.asarray(np.sqrt(coeffs), dtype), monomials, degree_one, tree, in_dim, exact,
-        tuple(sorted(dims.items())),
+        jnp.asarray(sqrt_coeffs, dtype), monomials, degree_one, tree, in_dim, exact, head_exact, tuple(slices)
     )
 
 
-def dot_product_features(params: DotProductFeatureParams, x: jax.Array) -> jax.Array:
-    """(..., d) -> (..., out_dim) with E <f(x), f(y)> = sum_j c_j <x, y>^j."""
+def dot_product_features(params: DotProductFeatureParams, x: jax.Array, *, heads: bool = False):
+    """(..., d) -> (..., out_dim) with E <f(x), f(y)> = sum_j c_j <x, y>^j.
+
+    With several heads, returns the tuple of every head's features when `heads=True` (and the
+    first head's otherwise).
+    """
     if x.shape[-1] != params.in_dim:
         raise ValueError(f"dot_product_features: last axis {x.shape[-1]} != {params.in_dim}")
-    parts = []
-    sc = params.sqrt_coeffs.astype(x.dtype)
+    exact = {}
     for j in params.exact_degrees:
         if j == 0:
-            parts.append(jnp.broadcast_to(sc[0], x.shape[:-1] + (1,)))
+            exact[j] = jnp.ones(x.shape[:-1] + (1,), x.dtype)
         elif j == 1:
-            parts.append(sc[1] * x)
+            exact[j] = x
         else:
-            parts.append(sc[j] * monomial_features(params.monomials[str(j)], x))
-    sketch_dims = dict(params.sketch_dims)
-    if 1 in sketch_dims:
-        parts.append(sc[1] * srht(params.degree_one, x))
+            exact[j] = monomial_features(params.monomials[str(j)], x)
+    sketched = {}
+    if isinstance(params.degree_one, SRHTParams):
+        sketched[1] = srht(params.degree_one, x)
+    elif params.degree_one is not None:
+        sketched[1] = shared_srht(params.degree_one, params.tree.nodes[_FIRST_PRODUCT].left, x)
     if params.tree is not None:
-        roots = poly_sketch(params.tree, x)
-        for j, root in roots.items():
-            m = sketch_dims[j]
-            # The root's outputs are exchangeable draws, so any m of them form a sketch of
+        sketched.update(poly_sketch(params.tree, x))
+    sc = params.sqrt_coeffs.astype(x.dtype)
+    outputs = []
+    for h in range(params.heads if heads else 1):
+        parts = [sc[h, j] * exact[j] for j in params.head_exact[h]]
+        for j, start, m in params.head_slices[h]:
+            root = sketched[j]
+            # The root's rows are exchangeable draws, so any m of them form a sketch of
             # dimension m once rescaled.
-            parts.append(sc[j] * (root.shape[-1] / m) ** 0.5 * root[..., :m])
-    return jnp.concatenate(parts, axis=-1)
+            parts.append(sc[h, j] * (root.shape[-1] / m) ** 0.5 * root[..., start : start + m])
+        outputs.append(jnp.concatenate(parts, axis=-1))
+    return tuple(outputs) if heads else outputs[0]

@@ -16,9 +16,12 @@ import jax.numpy as jnp
 from ntkfeat import _random
 from ntkfeat._pytree import pytree_dataclass
 from ntkfeat.sketches.srht import (
+    HartleyRows,
     SRHTParams,
     TensorSRHTParams,
     fft_length,
+    shared_rows_init,
+    shared_srht,
     srht,
     srht_init,
     tensor_srht,
@@ -26,11 +29,14 @@ from ntkfeat.sketches.srht import (
 )
 
 
-@pytree_dataclass(meta=("constant",))
+@pytree_dataclass(meta=("constant", "linear_mode"))
 class OffsetProductParams:
-    linear: SRHTParams | None  # None: c x is kept exactly
+    linear: SRHTParams | HartleyRows | None
     tensor: TensorSRHTParams | None  # None: y is empty
     constant: float
+    # 'exact': c x as it is; 'srht': its own SRHT; 'shared': rows of the TensorSRHT's transform of
+    # x (one FFT of x serves both blocks).
+    linear_mode: str
 
 
 def offset_product_init(
@@ -45,12 +51,9 @@ def offset_product_init(
       (params, actual output width).
     """
     k_lin, k_ten = _random.split(key, 2)
-    if y_dim == 0:
-        lin_dim = out_dim
-    else:
-        lin_dim = out_dim // 2
-    linear = None if x_dim <= lin_dim else srht_init(k_lin, x_dim, lin_dim, dtype)
-    lin_width = x_dim if linear is None else lin_dim
+    lin_dim = out_dim if y_dim == 0 else out_dim // 2
+    exact = x_dim <= lin_dim
+    lin_width = x_dim if exact else lin_dim
     tensor = None
     ten_width = 0
     if y_dim:
@@ -58,12 +61,24 @@ def offset_product_init(
         if ten_width < 1:
             raise ValueError(f"out_dim={out_dim} leaves no room for the product block")
         tensor = tensor_srht_init(k_ten, x_dim, y_dim, ten_width, dtype)
-    return OffsetProductParams(linear, tensor, float(constant)), lin_width + ten_width
+    if exact:
+        linear, mode = None, "exact"
+    elif tensor is not None:
+        linear, mode = shared_rows_init(k_lin, tensor.left, lin_dim, dtype), "shared"
+    else:
+        linear, mode = srht_init(k_lin, x_dim, lin_dim, dtype), "srht"
+    return OffsetProductParams(linear, tensor, float(constant), mode), lin_width + ten_width
 
 
 def offset_product(params: OffsetProductParams, x: jax.Array, y: jax.Array | None) -> jax.Array:
     """Features of x (x) [c, y] along the last axis."""
-    lin = params.constant * (x if params.linear is None else srht(params.linear, x))
+    if params.linear_mode == "exact":
+        lin = x
+    elif params.linear_mode == "srht":
+        lin = srht(params.linear, x)
+    else:
+        lin = shared_srht(params.linear, params.tensor.left, x)
+    lin = params.constant * lin
     if params.tensor is None:
         return lin
     return jnp.concatenate([lin, tensor_srht(params.tensor, x, y)], axis=-1)

@@ -15,6 +15,10 @@ them. Every row keeps expected multiplicity k/N, so the estimate stays unbiased,
 multiple of N the sketch is exact (the full transform, by Parseval), so small inputs cost no
 variance. When N > 16 k, draws are with replacement: the finite-population correction 1 - k/N
 is then above 0.94, and a permutation of N would cost O(N) for nothing.
+
+(Contiguous blocks of rows at a random offset avoid the gather and are unbiased too, but they
+only decorrelate input coordinates that are far apart: on inputs with adjacent large coordinates,
+such as exact monomial features, their error did not fall with k. NOTES.md.)
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ def fft_length(d: int) -> int:
 
 
 class HartleyRows(NamedTuple):
-    """Rows p of the Hartley transform, stored as H[p] = Re r[index] + imag_sign * Im r[index]
+    """Gathered rows p of the Hartley transform, stored as H[p] = Re r[index] + imag_sign * Im r[index]
     where r = rfft(x)."""
 
     index: jax.Array  # (k,) int32 in [0, N // 2]
@@ -92,6 +96,15 @@ def hartley_rows(rows, n: int, dtype=jnp.float32) -> HartleyRows:
     return HartleyRows(jnp.asarray(index, jnp.int32), jnp.asarray(imag_sign, dtype))
 
 
+def hartley(x: jax.Array, n: int) -> jax.Array:
+    """The unnormalized discrete Hartley transform of x zero-padded to n, along the last axis:
+    H[p] = Re r[p] - Im r[p] for p <= n // 2 and Re r[n - p] + Im r[n - p] above, r = rfft(x)."""
+    r = jnp.fft.rfft(x, n=n, axis=-1)
+    low = r.real - r.imag
+    high = (r.real + r.imag)[..., 1 : (n + 1) // 2][..., ::-1]
+    return jnp.concatenate([low, high], axis=-1)
+
+
 def hartley_at(x: jax.Array, rows: HartleyRows, fft_len: int) -> jax.Array:
     """H(x)[rows] along the last axis, x zero-padded to fft_len (unnormalized Hartley transform)."""
     r = jnp.fft.rfft(x, n=fft_len, axis=-1)
@@ -119,6 +132,35 @@ def srht(params: SRHTParams, x: jax.Array) -> jax.Array:
     return hartley_at(x * params.signs.astype(x.dtype), params.rows, params.fft_len) * (1.0 / k) ** 0.5
 
 
+def shared_rows_init(key: jax.Array, source: SRHTParams, out_dim: int, dtype=jnp.float32) -> HartleyRows:
+    """Rows for another SRHT of the same signed transform as `source` (see `shared_srht`)."""
+    _check_dims(out_dim=out_dim)
+    return hartley_rows(stratified_indices(key, source.fft_len, out_dim), source.fft_len, dtype)
+
+
+def shared_srht(rows: HartleyRows, source: SRHTParams, x: jax.Array) -> jax.Array:
+    """An SRHT of x that reuses `source`'s signs and FFT length with its own rows.
+
+    When `source` is applied to the same x in the same computation, XLA computes the FFT once
+    (common-subexpression elimination), so a second sketch of x costs only its row gather.
+    The two sketches are correlated, and each is unbiased.
+    """
+    _check_last_dim(x, source.in_dim, "shared_srht")
+    k = rows.index.shape[0]
+    return hartley_at(x * source.signs.astype(x.dtype), rows, source.fft_len) * (1.0 / k) ** 0.5
+
+
+def random_rotation(signs: jax.Array, x: jax.Array) -> jax.Array:
+    """An orthogonal map of x (..., d) -> (..., N), N = fft_length(d): the orthonormal Hartley
+    transform H(D x) / sqrt(N) of the sign-flipped, zero-padded x.
+
+    Inner products are kept exactly; with random signs every output coordinate carries about
+    |x|^2 / N (the vector is spread).
+    """
+    n = fft_length(x.shape[-1])
+    return hartley(x * signs.astype(x.dtype), n) * (1.0 / n) ** 0.5
+
+
 def tensor_srht_init(
     key: jax.Array, left_dim: int, right_dim: int, out_dim: int, dtype=jnp.float32
 ) -> TensorSRHTParams:
@@ -132,19 +174,13 @@ def tensor_srht_init(
     )
 
 
-def tensor_srht(params: TensorSRHTParams, x: jax.Array, y: jax.Array | None = None) -> jax.Array:
-    """TensorSRHT of x (..., d1) and y (..., d2) -> (..., k), sketching x (x) y.
-
-    y=None stands for the unit vector e1 (so x (x) e1 has the Gram of x): the result is then a
-    plain SRHT of x with this node's left rows, up to a global sign that cancels in every inner
-    product.
-    """
+def tensor_srht(params: TensorSRHTParams, x: jax.Array, y: jax.Array) -> jax.Array:
+    """TensorSRHT of x (..., d1) and y (..., d2) -> (..., k), sketching x (x) y."""
     left, right = params.left, params.right
     _check_last_dim(x, left.in_dim, "tensor_srht (left)")
+    _check_last_dim(y, right.in_dim, "tensor_srht (right)")
     out = hartley_at(x * left.signs.astype(x.dtype), left.rows, left.fft_len)
-    if y is not None:
-        _check_last_dim(y, right.in_dim, "tensor_srht (right)")
-        out = out * hartley_at(y * right.signs.astype(y.dtype), right.rows, right.fft_len)
+    out = out * hartley_at(y * right.signs.astype(y.dtype), right.rows, right.fft_len)
     return out * (1.0 / left.out_dim) ** 0.5
 
 

@@ -1,0 +1,199 @@
+"""Fully-connected NTK feature maps: throughput, parameter time, memory, and error vs the oracle.
+
+    python -m experiments.bench_fc                      # throughput on all of protein (45,730 x 9)
+    python -m experiments.bench_fc --errors             # + error vs neural-tangents, depth 1-3, dims 1024-8192
+    python -m experiments.bench_fc --errors --datasets protein,kin8nm,power,naval --keys 3
+
+Network: [Dense(W_std=sqrt 2), Relu] x depth, Dense(W_std=1). Throughput: each method in a fresh
+process (so that its peak memory is its own), rows per second after compilation over every row
+of the dataset, and the time to draw the parameters. Errors: relative Frobenius error
+|Phi Phi^T - K|_F / |K|_F against neural-tangents' `kernel_fn(x, x, 'ntk')` on 500 standardized
+rows, averaged over --keys keys. Reference figures of the public PyTorch code on this kind of
+2-core machine (ALGORITHMS.md section 9) are printed beside ours as ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+PUBLIC_ROWS_PER_S = {("sketch", 2): 2572.0, ("sketch", 8): 400.0, ("rf", True): 334.0}
+PUBLIC_ERRORS = {  # dim 8192, depth 1 / 2 / 3 (ALGORITHMS.md section 9)
+    "sketch q=2": (0.045, 0.091, 0.127), "sketch q=8": (0.037, 0.029, 0.028),
+    "rf": (0.028, 0.058, 0.059), "rf leverage": (0.021, 0.037, 0.047),
+}
+METHODS = {
+    "sketch q=2": lambda nf, d: nf.Sketch(dim=d, degree=2),
+    "sketch q=8": lambda nf, d: nf.Sketch(dim=d, degree=8),
+    "sketch q=2 layerwise": lambda nf, d: nf.Sketch(dim=d, degree=2, mode="layerwise"),
+    "sketch q=8 layerwise": lambda nf, d: nf.Sketch(dim=d, degree=8, mode="layerwise"),
+    "rf": lambda nf, d: nf.RandomFeatures(dim=d),
+    "rf leverage": lambda nf, d: nf.RandomFeatures(dim=d, leverage=True),
+}
+
+
+def layers(nf, depth):
+    out = []
+    for _ in range(depth):
+        out += [nf.Dense(W_std=2**0.5), nf.Relu()]
+    return out + [nf.Dense(W_std=1.0)]
+
+
+def load(name, rows=None, seed=0):
+    from ntkfeat.data import load_dataset
+
+    ds = load_dataset(name, split=0)
+    x = np.concatenate([ds.x_train, ds.x_test]).astype(np.float32)
+    if rows:
+        x = x[np.random.default_rng(seed).permutation(len(x))[:rows]]
+    return x
+
+
+def _rss_bytes():
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def run_single(args):
+    import jax
+    import ntkfeat as nf
+
+    x = load(args.dataset)
+    init_fn, feature_fn, _ = nf.serial(*layers(nf, args.depth))
+    base = _rss_bytes()
+    t = time.perf_counter()
+    params = init_fn(jax.random.PRNGKey(0), x.shape, METHODS[args.single](nf, args.dim))
+    jax.block_until_ready(params)
+    init_s = time.perf_counter() - t
+    bs = nf.network.default_batch_size(params)
+    jax.block_until_ready(feature_fn(params, x[:bs], batch_size=bs))  # compile
+    rows = min(len(x), args.rows) if args.rows else len(x)
+    t = time.perf_counter()
+    phi = feature_fn(params, x[:rows], batch_size=bs)
+    jax.block_until_ready(phi)
+    run_s = time.perf_counter() - t
+    stats = jax.devices()[0].memory_stats() or {}
+    peak = stats.get("peak_bytes_in_use") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print("RESULT " + json.dumps({
+        "method": args.single, "dim": args.dim, "out_dim": int(phi.shape[1]), "mode": params.mode,
+        "rows": rows, "batch": bs, "init_s": init_s, "rows_per_s": rows / run_s,
+        "peak_bytes": int(peak), "base_bytes": int(base), "device": jax.devices()[0].device_kind,
+    }), flush=True)
+
+
+def throughput(args):
+    out = []
+    for name in args.methods.split(","):
+        cmd = [sys.executable, "-m", "experiments.bench_fc", "--single", name, "--dim", str(args.dim),
+               "--depth", str(args.depth), "--dataset", args.dataset]
+        if args.rows:
+            cmd += ["--rows", str(args.rows)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+        if not lines:
+            print(proc.stderr[-3000:], file=sys.stderr)
+            out.append({"method": name, "error": f"exit code {proc.returncode}"})
+        else:
+            out.append(json.loads(lines[0][7:]))
+        print(json.dumps(out[-1]), flush=True)
+    return out
+
+
+def errors(args):
+    import jax
+    import ntkfeat as nf
+
+    dims = [int(d) for d in args.dims.split(",")]
+    table = {}
+    for dataset in args.datasets.split(","):
+        x = load(dataset, rows=500)
+        for depth in (1, 2, 3):
+            init_fn, feature_fn, kernel_fn = nf.serial(*layers(nf, depth))
+            k = np.asarray(kernel_fn(x, x, "ntk"), np.float64)
+            for name in args.error_methods.split(","):
+                for dim in dims:
+                    errs = []
+                    for key in range(args.keys):
+                        phi = np.asarray(feature_fn(init_fn(jax.random.PRNGKey(key), x.shape, METHODS[name](nf, dim)), x), np.float64)
+                        errs.append(np.linalg.norm(phi @ phi.T - k) / np.linalg.norm(k))
+                    table[(dataset, name, depth, dim)] = float(np.mean(errs))
+            print(f"{dataset} depth {depth} done", flush=True)
+    return table, dims
+
+
+def fmt_table(rows, columns):
+    widths = [max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(columns, widths))]
+    lines += ["  ".join(str(r.get(c, "")).rjust(w) for c, w in zip(columns, widths)) for r in rows]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="fully-connected NTK feature benchmark")
+    ap.add_argument("--dataset", default="protein")
+    ap.add_argument("--depth", type=int, default=2)
+    ap.add_argument("--dim", type=int, default=8192)
+    ap.add_argument("--rows", type=int, default=None, help="time only this many rows (default: all)")
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--errors", action="store_true", help="also measure the error against neural-tangents")
+    ap.add_argument("--no-throughput", action="store_true")
+    ap.add_argument("--datasets", default="protein")
+    ap.add_argument("--error-methods", default="sketch q=2,sketch q=8,rf,rf leverage")
+    ap.add_argument("--dims", default="1024,2048,4096,8192")
+    ap.add_argument("--keys", type=int, default=3)
+    ap.add_argument("--out", default=None, help="write the results to this JSON file")
+    ap.add_argument("--single", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.single:
+        return run_single(args)
+    results = {"config": vars(args)}
+    if not args.no_throughput:
+        runs = throughput(args)
+        results["throughput"] = runs
+        rows = []
+        for r in runs:
+            if "error" in r:
+                rows.append({"method": r["method"], "rows/s": r["error"]})
+                continue
+            name = r["method"]
+            key = ("rf", True) if name == "rf leverage" else ("sketch", int(name[9])) if name.startswith("sketch") else None
+            ref = PUBLIC_ROWS_PER_S.get(key)
+            rows.append({
+                "method": name, "mode": r["mode"], "out dim": r["out_dim"], "param draw s": f"{r['init_s']:.3f}",
+                "rows/s": f"{r['rows_per_s']:.0f}",
+                "x public": f"{r['rows_per_s'] / ref:.1f}" if ref else "-",
+                "peak MB": f"{r['peak_bytes'] / 2**20:.0f}",
+                "peak - base MB": f"{(r['peak_bytes'] - r['base_bytes']) / 2**20:.0f}",
+            })
+        print(f"\n{args.dataset}, depth {args.depth}, dim {args.dim}, device {runs[0].get('device', '?')}; "
+              "public PyTorch reference (same kind of machine): 2572 rows/s (q=2), 400 (q=8), 334 (rf leverage)")
+        print(fmt_table(rows, ["method", "mode", "out dim", "param draw s", "rows/s", "x public", "peak MB", "peak - base MB"]))
+    if args.errors:
+        table, dims = errors(args)
+        results["errors"] = [{"dataset": d, "method": m, "depth": L, "dim": k, "rel_fro": v} for (d, m, L, k), v in table.items()]
+        for dataset in args.datasets.split(","):
+            rows = []
+            for name in args.error_methods.split(","):
+                row = {"method": name}
+                for depth in (1, 2, 3):
+                    row[f"depth {depth}"] = " -> ".join(f"{table[(dataset, name, depth, k)]:.4f}" for k in (dims[0], dims[-1]))
+                pub = PUBLIC_ERRORS.get(name)
+                row["public @8192"] = " / ".join(f"{v:.3f}" for v in pub) if pub and dataset == "protein" else "-"
+                rows.append(row)
+            print(f"\n{dataset}: relative Frobenius error vs neural-tangents, dim {dims[0]} -> {dims[-1]}, "
+                  f"mean of {args.keys} keys, 500 rows")
+            print(fmt_table(rows, ["method", "depth 1", "depth 2", "depth 3", "public @8192"]))
+    if args.out:
+        with open(args.out, "w") as fh:
+            json.dump(results, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()

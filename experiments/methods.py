@@ -1,0 +1,170 @@
+"""The config's method names as one interface: init, features of a batch, width, batch size.
+
+    fm = feature_method(spec, dim, network)          # spec: a resolved `methods[i]` entry
+    params = fm.init(key, x_train)
+    for start, phi in feature_batches(fm, params, x, rows, batch_size, timer):
+        ...                                         # phi: (b, fm.out_dim(params)), never all rows
+
+ntk_sketch / ntk_random_features come from `nf.serial` (nf.Sketch / nf.RandomFeatures);
+random_fourier, nystrom (on the architecture's exact kernel) and gradient from `ntkfeat.baselines`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import ntkfeat as nf
+from ntkfeat import baselines
+
+# Rows per batch of the baselines when the config gives no batch_size: the values their own
+# feature_fn uses (random_fourier 4096, nystrom its block_size 1024), and for gradient features
+# about 256 MB of per-example gradients (P numbers each, ~4 copies in the projection).
+_RANDOM_FOURIER_ROWS = 4096
+_NYSTROM_ROWS = 1024
+_GRADIENT_BYTES = 1 << 28
+# Rows per block of the exact kernel of images: neural-tangents keeps a (H W)^2 covariance per
+# pair of images, ~3 MB for 29 x 29 positions, so a block of 8 x 8 pairs stays near 1 GB.
+EXACT_IMAGE_ROWS = 8
+# Progress bars for feature passes of at least this many batches (when stderr is a terminal).
+_PROGRESS_BATCHES = 8
+
+
+@dataclasses.dataclass
+class Network:
+    """The architecture's three views, built once per config."""
+
+    layers: tuple
+    init_fn: Callable
+    feature_fn: Callable
+    kernel_fn: Callable
+
+    @classmethod
+    def from_layers(cls, layers) -> "Network":
+        init_fn, feature_fn, kernel_fn = nf.serial(*layers)
+        return cls(tuple(layers), init_fn, feature_fn, kernel_fn)
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureMethod:
+    """init(key, x_train) -> params; apply(params, xb) -> (b, out_dim) for one batch."""
+
+    init: Callable
+    apply: Callable
+    out_dim: Callable  # params -> number of features
+    default_batch_size: Callable  # params -> rows per batch
+
+
+def feature_method(spec: dict, dim: int, network: Network, kernel_batch_size: int | None = None) -> FeatureMethod:
+    """The feature map of a resolved method entry at one dimension.
+
+    kernel_batch_size: rows per block of the exact kernel that Nystrom evaluates (see `exact_kernel`).
+    """
+    name = spec["method"]
+    if name in ("ntk_sketch", "ntk_random_features"):
+        if name == "ntk_sketch":
+            method = nf.Sketch(dim=dim, degree=spec["degree"], mode=spec["mode"], fit=spec["fit"], width=spec["width"])
+        else:
+            method = nf.RandomFeatures(dim=dim, leverage=spec["leverage"], orthogonal=spec["orthogonal"],
+                                       width=spec["width"])
+        return FeatureMethod(
+            init=lambda key, x: network.init_fn(key, x.shape, method),
+            apply=lambda params, xb: network.feature_fn(params, xb, batch_size=xb.shape[0], progress=False),
+            out_dim=lambda params: params.out_dim,
+            default_batch_size=nf.network.default_batch_size,
+        )
+    if name == "random_fourier":
+        init_fn, feature_fn = baselines.random_fourier(dim, bandwidth=spec["bandwidth"])
+        rows = lambda params: _RANDOM_FOURIER_ROWS  # noqa: E731
+    elif name == "nystrom":
+        def kernel_fn(x1, x2, get):
+            return network.kernel_fn(x1, x2, get, batch_size=_kernel_rows(x1, kernel_batch_size))
+
+        init_fn, feature_fn = baselines.nystrom(kernel_fn, dim, sampling=spec["sampling"], reg=spec["reg"])
+        rows = lambda params: _NYSTROM_ROWS  # noqa: E731
+    elif name == "gradient":
+        init_fn, feature_fn = baselines.gradient_features(network.layers, dim, width=spec["width"],
+                                                          projection=spec["projection"])
+        itemsize = jnp.zeros((), float).dtype.itemsize
+        rows = lambda params: max(1, min(4096, _GRADIENT_BYTES // (4 * params.num_params * itemsize)))  # noqa: E731
+    else:
+        raise ValueError(f"method {name!r} has no feature map")
+    return FeatureMethod(
+        init=init_fn,
+        apply=lambda params, xb: feature_fn(params, xb, batch_size=xb.shape[0]),
+        out_dim=lambda params: int(params.out_dim),
+        default_batch_size=rows,
+    )
+
+
+def block(tree):
+    """Waits for every array of a pytree (JAX dispatch is asynchronous)."""
+    return jax.block_until_ready(tree)
+
+
+@dataclasses.dataclass
+class Timer:
+    """Seconds spent computing features, accumulated over the batches of a run."""
+
+    features: float = 0.0
+
+
+def feature_batches(fm: FeatureMethod, params, x: np.ndarray, rows: np.ndarray | None, batch_size: int,
+                    timer: Timer | None = None, desc: str | None = None):
+    """Yields (start, phi) for x[rows] (all rows if None) in consecutive batches.
+
+    Every batch has `batch_size` rows (a short one is padded by repeating its last row and cut
+    after), so the feature map compiles once per run. Each batch is waited for and its time
+    added to `timer.features`.
+    """
+    n = len(x) if rows is None else len(rows)
+    starts = range(0, n, batch_size)
+    if desc and len(starts) >= _PROGRESS_BATCHES and sys.stderr.isatty():
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc=desc, unit="batch", leave=False)
+    for start in starts:
+        stop = min(start + batch_size, n)
+        xb = x[start:stop] if rows is None else x[rows[start:stop]]
+        if stop - start < batch_size:
+            xb = np.concatenate([xb, np.repeat(xb[-1:], batch_size - (stop - start), axis=0)])
+        t0 = time.perf_counter()
+        phi = block(fm.apply(params, xb))[: stop - start]
+        if timer is not None:
+            timer.features += time.perf_counter() - t0
+        yield start, phi
+
+
+def all_features(fm: FeatureMethod, params, x, rows, batch_size, timer=None, desc=None) -> jax.Array:
+    """Features of every row of x[rows], in memory."""
+    return jnp.concatenate([phi for _, phi in feature_batches(fm, params, x, rows, batch_size, timer, desc)])
+
+
+def _kernel_rows(x, batch_size: int | None) -> int | None:
+    return batch_size or (EXACT_IMAGE_ROWS if x.ndim == 4 else None)
+
+
+def exact_kernel(network: Network, x1, x2=None, batch_size: int | None = None, desc: str | None = None) -> np.ndarray:
+    """The architecture's exact NTK (n1, n2) as float64.
+
+    With a batch size (default EXACT_IMAGE_ROWS for images, none for vectors: neural-tangents'
+    default) the kernel is computed in blocks of rows of x1 against all of x2, each one itself in
+    batch_size x batch_size blocks, with a progress bar (`desc`, terminals only).
+    """
+    x2 = x1 if x2 is None else x2
+    rows = _kernel_rows(x1, batch_size)
+    if rows is None or len(x1) <= rows:
+        return np.asarray(block(network.kernel_fn(x1, x2, "ntk", batch_size=rows)), np.float64)
+    starts = range(0, len(x1), rows)
+    if desc and len(starts) >= _PROGRESS_BATCHES and sys.stderr.isatty():
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc=desc, unit="block", leave=False)
+    return np.concatenate([np.asarray(block(network.kernel_fn(x1[s:s + rows], x2, "ntk", batch_size=rows)),
+                                      np.float64) for s in starts])

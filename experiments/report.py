@@ -1,0 +1,209 @@
+"""Run outputs: atomic file writes, the results table, CSV and the two plots.
+
+Every file is written to a temporary file in the same folder and moved into place with
+`os.replace`, so a reader (or a crash) never sees half a file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import pathlib
+import tempfile
+
+import numpy as np
+import yaml
+
+RECORD_FIELDS = (
+    "dataset", "method", "label", "dim", "out_dim", "repeat", "key_seed", "n_train", "n_test", "task", "lambda",
+    "test_rmse", "test_accuracy", "test_mse", "val_score", "kernel_rel_fro", "feature_seconds", "solve_seconds",
+    "init_seconds", "solver_path", "note",
+)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp makes 0600 files
+
+
+def atomic_write(path, data: bytes | str) -> None:
+    """Writes a temporary file next to `path`, then renames it over `path`."""
+    path = pathlib.Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+        os.chmod(tmp, _FILE_MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def jsonable(value):
+    """Plain JSON values from NumPy scalars and arrays, tuples and paths; NaN/inf become null."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return jsonable(value.item())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, pathlib.PurePath):
+        return str(value)
+    return value
+
+
+def write_json(path, obj) -> None:
+    atomic_write(path, json.dumps(jsonable(obj), indent=2) + "\n")
+
+
+def write_yaml(path, obj, header: str = "") -> None:
+    atomic_write(path, header + yaml.safe_dump(jsonable(obj), sort_keys=False, default_flow_style=None, width=100))
+
+
+def write_csv(path, records) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=RECORD_FIELDS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for r in records:
+        writer.writerow({k: "" if r.get(k) is None else r[k] for k in RECORD_FIELDS})
+    atomic_write(path, buf.getvalue())
+
+
+# --------------------------------------------------------------------------- table
+
+_TABLE = (  # (header, key, format)
+    ("dataset", "dataset", "{}"), ("label", "label", "{}"), ("dim", "dim", "{}"), ("out_dim", "out_dim", "{}"),
+    ("rep", "repeat", "{}"), ("n_train", "n_train", "{}"), ("lambda", "lambda", "{:.3g}"),
+    ("rmse", "test_rmse", "{:#.4g}"), ("accuracy", "test_accuracy", "{:.4f}"), ("kernel_err", "kernel_rel_fro", "{:.4f}"),
+    ("feat_s", "feature_seconds", "{:.2f}"), ("solve_s", "solve_seconds", "{:.2f}"),
+)
+
+
+def format_table(records) -> str:
+    """Aligned plain-text table, one line per record; columns that are empty everywhere are left out."""
+    columns = [c for c in _TABLE if any(r.get(c[1]) is not None for r in records)]
+    cells = [[h for h, _, _ in columns]]
+    for r in records:
+        cells.append(["-" if r.get(key) is None else fmt.format(r[key]) for _, key, fmt in columns])
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    left = [key in ("dataset", "label") for _, key, _ in columns]
+    lines = []
+    for j, row in enumerate(cells):
+        lines.append("  ".join(c.ljust(w) if l else c.rjust(w) for c, w, l in zip(row, widths, left)).rstrip())
+        if j == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def _grouped(records, dataset, x_key, y_key):
+    """{label: (method, [(x, mean y, min y, max y)] in the order of dim)} over repeats, for one dataset."""
+    groups = {}
+    for r in records:
+        if r["dataset"] != dataset or r.get(y_key) is None or r.get(x_key) is None:
+            continue
+        groups.setdefault(r["label"], (r["method"], {}))[1].setdefault(r["dim"], []).append((r[x_key], r[y_key]))
+    out = {}
+    for label, (method, by_dim) in groups.items():
+        points = []
+        for _, values in sorted(by_dim.items(), key=lambda item: item[0] or 0):
+            xs, ys = zip(*values)
+            points.append((float(np.mean(xs)), float(np.mean(ys)), min(ys), max(ys)))
+        out[label] = (method, points)
+    return out
+
+
+def _panels(n: int):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = min(n, 3)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 4.0 * rows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, axes.flat[:n]
+
+
+def _save(fig, path) -> None:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write(path, buf.getvalue())
+
+
+def plot_kernel_error(records, datasets, path) -> None:
+    """kernel_rel_fro against dim, log-log, one line per label (the shaded band: min to max over repeats).
+
+    The requested dim, not out_dim: a sketch whose exact feature count is below dim (e.g. the
+    monomials of a low-degree polynomial) keeps its place, and its flat line shows the bias.
+    """
+    fig, axes = _panels(len(datasets))
+    for ax, dataset in zip(axes, datasets):
+        groups = _grouped(records, dataset, "dim", "kernel_rel_fro")
+        for label, (_, points) in groups.items():
+            x, y, lo, hi = map(np.asarray, zip(*points))
+            line, = ax.plot(x, y, marker="o", label=label)
+            if np.any(hi > lo):
+                ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+        if groups:
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "no kernel errors recorded", ha="center", va="center", transform=ax.transAxes)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        ax.set_title(dataset)
+        ax.set_xlabel("dim")
+        ax.set_ylabel("|Phi Phi^T - K|_F / |K|_F")
+        ax.grid(True, which="both", alpha=0.3)
+    _save(fig, path)
+
+
+def plot_metric_vs_time(records, datasets, tasks, path) -> None:
+    """Test RMSE (regression) or accuracy (classification) against feature + solve seconds."""
+    timed = [dict(r, total_seconds=r["feature_seconds"] + r["solve_seconds"]) for r in records
+             if r.get("feature_seconds") is not None and r.get("solve_seconds") is not None]
+    fig, axes = _panels(len(datasets))
+    for ax, dataset in zip(axes, datasets):
+        key = "test_accuracy" if tasks[dataset] == "classification" else "test_rmse"
+        groups = _grouped(timed, dataset, "total_seconds", key)
+        for label, (method, points) in groups.items():
+            x, y, _, _ = map(np.asarray, zip(*points))
+            if method == "exact":
+                ax.plot(x, y, marker="*", markersize=14, linestyle="none", color="k", label=label)
+            else:
+                ax.plot(x, y, marker="o", label=label)
+        if groups:
+            ax.set_xscale("log")
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "no test results (solver: null)", ha="center", va="center", transform=ax.transAxes)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        ax.set_title(dataset)
+        ax.set_xlabel("feature + solve seconds")
+        ax.set_ylabel("test accuracy" if key == "test_accuracy" else "test RMSE (original units)")
+        ax.grid(True, which="both", alpha=0.3)
+    _save(fig, path)
