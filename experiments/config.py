@@ -354,12 +354,16 @@ def _check_data(value) -> list:
             base = pathlib.Path(spec["path"]).stem if spec["name"] == "npz" else spec["name"]
             spec["label"] = base if spec["split"] == 0 else f"{base}-split{spec['split']}"
         out.append(spec)
-    labels = [d["label"] for d in out]
+    _check_unique_labels(out, "data", "dataset")
+    return out
+
+
+def _check_unique_labels(entries, section: str, what: str) -> None:
+    labels = [e["label"] for e in entries]
     for i, label in enumerate(labels):
         if label in labels[:i]:
-            raise ConfigError(f"data[{i}].label: {label!r} is used by data[{labels.index(label)}] too; "
-                              "give each dataset a distinct label")
-    return out
+            raise ConfigError(f"{section}[{i}].label: {label!r} is used by {section}[{labels.index(label)}] too; "
+                              f"give each {what} a distinct label")
 
 
 def _check_method(entry, path: str) -> dict:
@@ -383,11 +387,7 @@ def _check_methods(value) -> list:
     if not isinstance(value, list) or not value:
         raise _fail("methods", "a non-empty list of methods", value)
     methods = [_check_method(entry, f"methods[{i}]") for i, entry in enumerate(value)]
-    labels = [m["label"] for m in methods]
-    for i, label in enumerate(labels):
-        if label in labels[:i]:
-            raise ConfigError(f"methods[{i}].label: {label!r} is used by methods[{labels.index(label)}] too; "
-                              "give each entry a distinct label")
+    _check_unique_labels(methods, "methods", "entry")
     return methods
 
 

@@ -233,27 +233,20 @@ def compute_features(params: FeatureMap, x, get: str = "ntk", *, batch_size: int
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if n <= bs:
         return _apply_jit(params, jnp.asarray(x), get)
-    batches = range(0, n, bs)
+    batches = _batches(params, x, get, bs)
+    count = -(-n // bs)
     if progress is None:
-        progress = len(batches) >= 8 and sys.stderr.isatty()
+        progress = count >= 8 and sys.stderr.isatty()
     if progress:
         from tqdm.auto import tqdm
 
-        batches = tqdm(batches, desc="features", unit="batch")
-    out = []
-    for start in batches:
-        xb = jnp.asarray(x[start : start + bs])
-        rows = xb.shape[0]
-        if rows < bs:
-            xb = jnp.concatenate([xb, jnp.zeros((bs - rows,) + xb.shape[1:], xb.dtype)])
-        out.append(_apply_jit(params, xb, get)[:rows])
-    return jnp.concatenate(out)
+        batches = tqdm(batches, total=count, desc="features", unit="batch")
+    return jnp.concatenate([phi for _, phi in batches])
 
 
-def iterate_features(params: FeatureMap, x, get: str = "ntk", *, batch_size: int | None = None):
-    """Yields (start, features) for consecutive row batches of x, without keeping them all."""
-    x = check_inputs(x, params.input_shape)
-    bs = batch_size or default_batch_size(params)
+def _batches(params: FeatureMap, x, get: str, bs: int):
+    """(start, features) of consecutive batches of bs rows; the last one is padded with zero rows
+    (cut from its output) so that every batch has the same shape and one compilation serves all."""
     n = x.shape[0]
     for start in range(0, n, bs):
         xb = jnp.asarray(x[start : start + bs])
@@ -261,6 +254,14 @@ def iterate_features(params: FeatureMap, x, get: str = "ntk", *, batch_size: int
         if rows < bs and n > bs:
             xb = jnp.concatenate([xb, jnp.zeros((bs - rows,) + xb.shape[1:], xb.dtype)])
         yield start, _apply_jit(params, xb, get)[:rows]
+
+
+def iterate_features(params: FeatureMap, x, get: str = "ntk", *, batch_size: int | None = None):
+    """Yields (start, features) for consecutive row batches of x, without keeping them all."""
+    if get not in _GETS:
+        raise ValueError(f"get must be one of {_GETS}, got {get!r}")
+    x = check_inputs(x, params.input_shape)
+    yield from _batches(params, x, get, batch_size or default_batch_size(params))
 
 
 def _stax_layers(layers):
