@@ -385,7 +385,8 @@ def execute(plan: Plan, out: pathlib.Path, progress: bool = True, command: str |
         report.write_csv(out / "results.csv", records)
 
     save()
-    bar = tqdm(total=len(plan.runs), desc="runs", unit="run", disable=not progress)
+    # disable=None: a bar on terminals, none in logs
+    bar = tqdm(total=len(plan.runs), desc="runs", unit="run", disable=None if progress else True)
     try:
         for run in plan.runs:
             spec = config["methods"][run.method]
