@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Sequence
 
 import jax
 import jax.numpy as jnp

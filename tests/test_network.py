@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 import ntkfeat as nf
-from ntkfeat.exact import arccos_kernel0, arccos_kernel1
 from ntkfeat.features.ntk_sketch import relu_polynomials
 from ntkfeat.polynomials import poly_eval
 

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import math
 
-import jax
 import jax.numpy as jnp
 from jax import lax
 
 from ntkfeat import _random
 from ntkfeat.features.state import Features, Spec
 from ntkfeat.layers.layers import AvgPool, Conv, Dense, Flatten, GlobalAvgPool
-from ntkfeat.sketches.srht import SRHTParams, fft_length, random_rotation
+from ntkfeat.sketches.srht import fft_length, random_rotation
 
 _DN = ("NHWC", "HWIO", "NHWC")
 
@@ -245,4 +244,4 @@ RULES = {
     Flatten: (flatten_init, flatten_apply),
 }
 
-__all__ = ["RULES", "conv_output_shape", "SRHTParams"]
+__all__ = ["RULES", "conv_output_shape"]

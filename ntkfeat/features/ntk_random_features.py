@@ -28,7 +28,6 @@ uniform on the sphere) with independent radii.
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 

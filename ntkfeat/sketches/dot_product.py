@@ -28,7 +28,7 @@ import numpy as np
 
 from ntkfeat import _random
 from ntkfeat._pytree import pytree_dataclass
-from ntkfeat.sketches.monomials import MonomialParams, monomial_features, monomial_features_init, num_monomials
+from ntkfeat.sketches.monomials import monomial_features, monomial_features_init, num_monomials
 from ntkfeat.sketches.poly_sketch import PolySketchParams, num_levels, poly_sketch, poly_sketch_init
 from ntkfeat.sketches.srht import HartleyRows, SRHTParams, shared_rows_init, shared_srht, srht, srht_init
 
