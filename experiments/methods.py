@@ -69,7 +69,8 @@ def feature_method(spec: dict, dim: int, network: Network, kernel_batch_size: in
     name = spec["method"]
     if name in ("ntk_sketch", "ntk_random_features"):
         if name == "ntk_sketch":
-            method = nf.Sketch(dim=dim, degree=spec["degree"], mode=spec["mode"], fit=spec["fit"], width=spec["width"])
+            method = nf.Sketch(dim=dim, degree=spec["degree"], mode=spec["mode"], fit=spec["fit"], width=spec["width"],
+                               renormalize=spec["renormalize"])
         else:
             method = nf.RandomFeatures(dim=dim, leverage=spec["leverage"], orthogonal=spec["orthogonal"],
                                        width=spec["width"])

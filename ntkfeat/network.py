@@ -22,7 +22,7 @@ import numpy as np
 from ntkfeat import _random, compat
 from ntkfeat._pytree import pytree_dataclass
 from ntkfeat.features import linear, ntk_random_features, ntk_sketch
-from ntkfeat.features.state import Features, Spec
+from ntkfeat.features.state import Features, Spec, rescale
 from ntkfeat.layers.layers import Conv, Dense, Relu, check_layers
 from ntkfeat.layers.methods import RandomFeatures, Sketch
 from ntkfeat.sketches.srht import srht, srht_init
@@ -100,7 +100,8 @@ def init_feature_map(layers, key, input_shape, method, dtype=None) -> FeatureMap
     last_relu = relus[-1] if relus and not any(isinstance(l, Conv) for l in layers[relus[-1]:]) else -1
     relu_init = ntk_sketch.relu_init if isinstance(method, Sketch) else ntk_random_features.relu_init
     width = method.width or method.dim
-    spec = Spec(shape[:-1], shape[-1], 0, True, -1.0, 1.0, 0.0)
+    renormalize = isinstance(method, Sketch) and method.renormalize
+    spec = Spec(shape[:-1], shape[-1], 0, True, -1.0, 1.0, 0.0, renormalize=renormalize)
     specs, params = [], []
     for i, (layer, k) in enumerate(zip(layers, _random.split(key, len(layers)))):
         specs.append(spec)
@@ -144,7 +145,10 @@ def apply_feature_map(params: FeatureMap, x: jax.Array, get: str = "ntk") -> jax
     if out is None:  # no Dense or Conv: the NTK is identically zero
         return jnp.zeros((x.shape[0], 1), x.dtype)
     sketch = params.output_sketch.get(get)
-    return out if sketch is None else srht(sketch, out)
+    if sketch is None:
+        return out
+    sketched = srht(sketch, out)
+    return rescale(sketched, jnp.linalg.norm(out, axis=-1)) if params.out_spec.renormalize else sketched
 
 
 _apply_jit = jax.jit(apply_feature_map, static_argnames="get")

@@ -84,11 +84,16 @@ def test_conv_variants_match_neural_tangents(small_images, variant, method):
     layers = _cntk_layers(**VARIANTS[variant])
     init_fn, feature_fn, kernel_fn = nf.serial(*layers)
     k = np.asarray(kernel_fn(small_images, small_images, "ntk"), np.float64)
+    # Mean error over three keys: on six 9x9 images one draw's error is heavy-tailed (random
+    # features above all: 0.004-0.045 at dim 8192 across keys), the mean of three is not.
     errs = []
     for dim in (512, 8192):
         m = nf.Sketch(dim=dim, degree=4) if method == "sketch" else nf.RandomFeatures(dim=dim)
-        phi = feature_fn(init_fn(jax.random.PRNGKey(2), small_images.shape, m), small_images)
-        errs.append(rel_fro(np.asarray(phi, np.float64) @ np.asarray(phi, np.float64).T, k))
+        e = []
+        for key in range(3):
+            phi = np.asarray(feature_fn(init_fn(jax.random.PRNGKey(key), small_images.shape, m), small_images), np.float64)
+            e.append(rel_fro(phi @ phi.T, k))
+        errs.append(float(np.mean(e)))
     assert errs[1] < errs[0], errs
     assert errs[1] < 0.1, errs
 

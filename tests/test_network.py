@@ -197,6 +197,8 @@ def test_bad_inputs_raise_clear_errors(tabular):
         nf.RandomFeatures(dim=0)
     with pytest.raises(ValueError, match="mode"):
         nf.Sketch(mode="fast")
+    with pytest.raises(ValueError, match="renormalize"):
+        nf.Sketch(renormalize="yes")
     with pytest.raises(TypeError):
         nf.serial(nf.Dense(), "relu")
     with pytest.raises(ValueError, match="W_std"):
@@ -214,3 +216,28 @@ def test_exact_kernel_batching(tabular):
     blocked = np.asarray(kernel_fn(tabular, tabular[:37], "ntk", batch_size=16))
     assert blocked.shape == (100, 37)
     np.testing.assert_allclose(blocked, full, rtol=1e-4, atol=1e-5)
+
+
+def test_renormalized_sketches_have_the_norms_they_estimate():
+    # Renormalized kappa features have norm sqrt(p(1)) for each head's polynomial p, exactly; the
+    # plain ones only in expectation. A sketched convolution keeps the stacked patches' norm.
+    from ntkfeat.features import linear
+    from ntkfeat.features.ntk_sketch import kappa_features
+    from ntkfeat.sketches import dot_product_features_init
+
+    u = np.random.RandomState(0).randn(7, 300)
+    u = jnp.asarray(u / np.linalg.norm(u, axis=1, keepdims=True), jnp.float32)
+    coeffs = [np.array([0.3, 0.5, 0.2]), np.array([0.0, 0.6, 0.1])]
+    p = dot_product_features_init(jax.random.PRNGKey(0), 300, coeffs, [256, 256])
+    for renormalize in (False, True):
+        for head, c in zip(kappa_features(p, u, renormalize), coeffs):
+            norms = np.linalg.norm(np.asarray(head), axis=1)
+            if renormalize:
+                np.testing.assert_allclose(norms, np.sqrt(c.sum()), rtol=1e-5)
+            else:
+                assert np.abs(norms - np.sqrt(c.sum())).max() > 1e-3  # a sketch, not exact
+    x = jnp.asarray(np.random.RandomState(1).randn(2, 6, 6, 50), jnp.float32)
+    mix = linear._window_mix_init(jax.random.PRNGKey(0), 50, (3, 3), 64, jnp.float32)
+    out = linear._window_mix(mix, x, (3, 3), (1, 1), "VALID", renormalize=True)
+    squares = jax.lax.reduce_window(jnp.sum(x * x, -1), 0.0, jax.lax.add, (1, 3, 3), (1, 1, 1), "VALID")
+    np.testing.assert_allclose(np.linalg.norm(np.asarray(out), axis=-1), np.sqrt(np.asarray(squares)), rtol=1e-5)

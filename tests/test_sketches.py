@@ -153,3 +153,47 @@ def test_sketches_check_input_width():
     p = sk.srht_init(jax.random.PRNGKey(0), 8, 4)
     with pytest.raises(ValueError, match="last axis"):
         sk.srht(p, np.ones(9, np.float32))
+
+
+def _product_exact(x, xp, y, yp, c):
+    return float(x @ xp) * (c**2 + float(y @ yp))
+
+
+def test_offset_product_exact_at_full_width_with_blocks_and_a_borrowed_transform():
+    # Stratified rows at full width give the whole transform (Parseval), so the sketch is exact;
+    # the second block borrows another sketch's transform of its (normalized) vector.
+    a, b, y = RNG.randn(2, 5), RNG.randn(2, 6), RNG.randn(2, 3)
+    c = 0.7
+    transform = sk.srht_init(jax.random.PRNGKey(3), 6, 4)
+    p, width = sk.offset_product_init(jax.random.PRNGKey(0), (5, 6), 3, c, 1000, borrowed=(None, transform))
+    assert width == p.out_dim == 11 + (5 + 6) * 3  # the exact c x block + every row pair
+    norm = np.linalg.norm(b, axis=1)
+    u = jnp.asarray(b / norm[:, None], jnp.float32)
+    f = np.asarray(
+        sk.offset_product(p, (jnp.asarray(a, jnp.float32), None), jnp.asarray(y, jnp.float32),
+                          (None, (transform, u, jnp.asarray(norm, jnp.float32)))), np.float64)
+    x = np.concatenate([a, b], axis=1)
+    np.testing.assert_allclose(f[0] @ f[1], _product_exact(x[0], x[1], y[0], y[1], c), rtol=1e-4)
+
+
+@pytest.mark.parametrize("blocks", [(48,), (20, 28)])
+def test_offset_product_unbiased_with_blocks_and_borrowing(blocks):
+    x, xp, y, yp = _unit(48), _unit(48), _unit(16), _unit(16)
+    c = 0.6
+    exact = _product_exact(x, xp, y, yp, c)
+    est = []
+    for key in _keys(300, len(blocks)):
+        k_t, k_p = jax.random.split(key)
+        transform = sk.srht_init(k_t, blocks[-1], 8)
+        borrowed = (None,) * (len(blocks) - 1) + (transform,)
+        p, _ = sk.offset_product_init(k_p, blocks, 16, c, 64, borrowed=borrowed)
+
+        def feats(v, w):
+            last = jnp.asarray(v[-blocks[-1]:])
+            norm = jnp.linalg.norm(last, keepdims=False)
+            parts = tuple(jnp.asarray(v[:blocks[0]]) for _ in blocks[:-1]) + (None,)
+            src = (None,) * (len(blocks) - 1) + ((transform, last / norm, norm),)
+            return sk.offset_product(p, parts, jnp.asarray(w), src)
+
+        est.append(float(feats(x, y) @ feats(xp, yp)))
+    _check_mean(est, exact)

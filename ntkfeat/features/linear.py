@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from ntkfeat import _random
-from ntkfeat.features.state import Features, Spec
+from ntkfeat.features.state import Features, Spec, rescale
 from ntkfeat.layers.layers import AvgPool, Conv, Dense, Flatten, GlobalAvgPool
 from ntkfeat.sketches.srht import fft_length, random_rotation
 
@@ -45,7 +45,8 @@ def dense_init(layer: Dense, key, spec: Spec, width: int, dtype):
     ntk_dim = (spec.ntk_dim if spec.ntk_dim else 0) + nngp_dim
     s = layer.W_std**2 * spec.nngp_scale + b**2
     out = spec._replace(
-        nngp_dim=nngp_dim, ntk_dim=ntk_dim, nngp_scale=s, ntk_scale=layer.W_std**2 * spec.ntk_scale + s
+        nngp_dim=nngp_dim, ntk_dim=ntk_dim, nngp_scale=s, ntk_scale=layer.W_std**2 * spec.ntk_scale + s,
+        ntk_ends_with_nngp=True,
     )
     return None, out
 
@@ -110,15 +111,22 @@ def _signed_window_sum(y, signs, window, strides, padding):
     return out.reshape(out.shape[:3] + (-1,)) * (1.0 / copies) ** 0.5
 
 
-def _window_mix(mix, x, window, strides, padding):
-    """sum_o (per-offset linear map) x(p + o), exact (patches) or sketched (signed rotations)."""
+def _window_mix(mix, x, window, strides, padding, renormalize=False):
+    """sum_o (per-offset linear map) x(p + o), exact (patches) or sketched (signed rotations).
+
+    Renormalized, the sketch has the exact norm of the stacked patches at every position:
+    sqrt(sum_o |x(p + o)|^2)."""
     if mix is None:
         return lax.conv_general_dilated_patches(
             x, window, strides, padding, dimension_numbers=_DN
         )
     rotation, signs = mix
     y = random_rotation(rotation, x)  # orthogonal: inner products kept exactly
-    return _signed_window_sum(y, signs, window, strides, padding)
+    out = _signed_window_sum(y, signs, window, strides, padding)
+    if renormalize:
+        squares = lax.reduce_window(jnp.sum(x * x, axis=-1), 0.0, lax.add, (1,) + window, (1,) + strides, padding)
+        out = rescale(out, jnp.sqrt(squares))
+    return out
 
 
 def conv_init(layer: Conv, key, spec: Spec, width: int, dtype):
@@ -139,7 +147,7 @@ def conv_init(layer: Conv, key, spec: Spec, width: int, dtype):
     s = layer.W_std**2 * spec.nngp_scale + b**2
     out = spec._replace(
         spatial=out_spatial, nngp_dim=nngp_dim, ntk_dim=ntk_dim, nngp_scale=s,
-        ntk_scale=layer.W_std**2 * spec.ntk_scale + s,
+        ntk_scale=layer.W_std**2 * spec.ntk_scale + s, ntk_ends_with_nngp=True,
     )
     return {"nngp": nngp_mix, "ntk": ntk_mix}, out
 
@@ -148,13 +156,14 @@ def conv_apply(layer: Conv, params, spec: Spec, f: Features) -> Features:
     window, strides, padding = layer.filter_shape, layer.strides, layer.padding
     scale = layer.W_std / math.sqrt(math.prod(window))
     b = layer.bias
-    nngp = scale * _window_mix(params["nngp"], f.nngp, window, strides, padding)
+    nngp = scale * _window_mix(params["nngp"], f.nngp, window, strides, padding, spec.renormalize)
     if b > 0:
         nngp = jnp.concatenate([nngp, jnp.full(nngp.shape[:-1] + (1,), b, nngp.dtype)], axis=-1)
     if f.ntk is None:
         ntk = nngp
     else:
-        ntk = jnp.concatenate([scale * _window_mix(params["ntk"], f.ntk, window, strides, padding), nngp], -1)
+        mixed = _window_mix(params["ntk"], f.ntk, window, strides, padding, spec.renormalize)
+        ntk = jnp.concatenate([scale * mixed, nngp], -1)
     diag = None
     if f.diag is not None:
         summed = lax.reduce_window(
@@ -211,11 +220,12 @@ def flatten_init(layer: Flatten, key, spec: Spec, width: int, dtype):
         spatial=(),
         nngp_dim=_window_mix_dim(spec.nngp_dim, (p,), width),
         ntk_dim=_window_mix_dim(spec.ntk_dim, (p,), width) if spec.ntk_dim else 0,
+        ntk_ends_with_nngp=False,
     )
     return params, out
 
 
-def _flatten_features(mix, x, positions: int):
+def _flatten_features(mix, x, positions: int, renormalize=False):
     n = x.shape[0]
     x = x.reshape(n, positions, x.shape[-1])
     if mix is None:
@@ -223,15 +233,16 @@ def _flatten_features(mix, x, positions: int):
     rotation, signs = mix  # signs: (positions, N, copies)
     y = random_rotation(rotation, x)
     out = jnp.einsum("npm,pmc->nmc", y, signs.astype(y.dtype)) / math.sqrt(positions * signs.shape[-1])
-    return out.reshape(n, -1)
+    out = out.reshape(n, -1)
+    return rescale(out, jnp.sqrt(jnp.sum(x * x, axis=(1, 2)) / positions)) if renormalize else out
 
 
 def flatten_apply(layer, params, spec: Spec, f: Features) -> Features:
     if not spec.spatial:
         return f
     p = spec.positions
-    nngp = _flatten_features(params["nngp"], f.nngp, p)
-    ntk = None if f.ntk is None else _flatten_features(params["ntk"], f.ntk, p)
+    nngp = _flatten_features(params["nngp"], f.nngp, p, spec.renormalize)
+    ntk = None if f.ntk is None else _flatten_features(params["ntk"], f.ntk, p, spec.renormalize)
     diag = None if f.diag is None else jnp.mean(f.diag.reshape(f.diag.shape[0], -1), axis=1)
     return Features(nngp, ntk, diag)
 

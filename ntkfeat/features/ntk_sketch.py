@@ -27,7 +27,7 @@ import numpy as np
 from ntkfeat import _random
 from ntkfeat._pytree import pytree_dataclass
 from ntkfeat.exact.arccos import arccos_kernel0, arccos_kernel1
-from ntkfeat.features.state import Features, Spec
+from ntkfeat.features.state import Features, Spec, rescale
 from ntkfeat.layers.layers import Dense, Flatten, Relu
 from ntkfeat.layers.methods import Sketch
 from ntkfeat.polynomials.fit import fit_nonneg_polynomial, taylor_polynomial
@@ -91,6 +91,7 @@ def relu_spec(spec: Spec, m_nngp: int, m_ntk: int) -> Spec:
         rho_min=max(-1.0, float(arccos_kernel1(spec.rho_min)) - _RHO_MARGIN),
         nngp_scale=spec.nngp_scale / 2,
         ntk_scale=spec.ntk_scale / 2,
+        ntk_ends_with_nngp=False,
     )
 
 
@@ -107,34 +108,73 @@ def relu_init(layer: Relu, key, spec: Spec, method: Sketch, final: bool, dtype):
         k0_rest = k0.copy()
         k0_rest[0] = 0.0
         params["kappa"] = dot_product_features_init(key_f, spec.nngp_dim, [k1, k0_rest], [m_nngp, m_t], dtype)
+        # When the NTK features end with the NNGP ones, that block borrows the kappa features'
+        # transform of the same vector (no FFT of its own; see `sketches.product`).
+        blocks, weights, borrowed = spec.ntk_dim, None, None
+        transform = params["kappa"].input_transform()
+        if spec.ntk_ends_with_nngp and transform is not None:
+            other = spec.ntk_dim - spec.nngp_dim
+            blocks, weights, borrowed = (spec.nngp_dim,), None, (transform,)
+            if other:
+                blocks = (other, spec.nngp_dim)
+                weights = (max(spec.ntk_scale - spec.nngp_scale, 0.0), spec.nngp_scale)
+                borrowed = (None, transform)
         params["product"], ntk_width = offset_product_init(
-            key_t, spec.ntk_dim, params["kappa"].head_out_dim(1), math.sqrt(k0[0] / 2), m_ntk, dtype
+            key_t, blocks, params["kappa"].head_out_dim(1), math.sqrt(k0[0] / 2), m_ntk, dtype,
+            weights=weights, borrowed=borrowed,
         )
     else:
         params["kappa"] = dot_product_features_init(key_f, spec.nngp_dim, k1, m_nngp, dtype)
     return params, relu_spec(spec, params["kappa"].head_out_dim(0), ntk_width)
 
 
-def normalize(nngp: jax.Array, diag: jax.Array | None):
-    """(u, scale): the unit feature and the exact root-diagonal (or the feature norm)."""
+def normalize(nngp: jax.Array, diag: jax.Array | None, with_norm: bool = False):
+    """(u, scale): the unit feature and the exact root-diagonal (or the feature norm); with
+    `with_norm`, also the feature norm |nngp|."""
     norm = jnp.linalg.norm(nngp, axis=-1)
     safe = jnp.where(norm > 0, norm, 1.0)
     u = nngp / safe[..., None]
     scale = norm if diag is None else jnp.sqrt(jnp.maximum(diag, 0.0))
-    return u, scale
+    return (u, scale, norm) if with_norm else (u, scale)
+
+
+def kappa_features(params: DotProductFeatureParams, u: jax.Array, renormalize: bool) -> tuple[jax.Array, ...]:
+    """Every head's features of the unit vectors u; renormalized, each head has the norm of its
+    polynomial at 1, the value its sketch estimates (the kappa1 and kappa0 sketches then err
+    together with the correlation they estimate, not on their own)."""
+    heads = dot_product_features(params, u, heads=True)
+    if not renormalize:
+        return heads
+    at_one = jnp.sqrt(jnp.sum(params.sqrt_coeffs**2, axis=-1))
+    return tuple(rescale(h, at_one[i]) for i, h in enumerate(heads))
 
 
 def relu_apply(layer: Relu, params, spec: Spec, f: Features) -> Features:
-    u, scale = normalize(f.nngp, f.diag)
+    u, scale, norm = normalize(f.nngp, f.diag, with_norm=True)
     half = 0.5**0.5
     diag = None if f.diag is None else f.diag / 2
+    heads = kappa_features(params["kappa"], u, spec.renormalize)
+    nngp = (half * scale)[..., None] * heads[0]
     if f.ntk is None:
-        nngp = (half * scale)[..., None] * dot_product_features(params["kappa"], u)
         return Features(nngp, None, diag)
-    k1, k0 = dot_product_features(params["kappa"], u, heads=True)
-    nngp = (half * scale)[..., None] * k1
-    ntk = offset_product(params["product"], f.ntk, half * k0)
+    t = half * heads[1]
+    ntk = ntk_product(params, f.ntk, u, norm, t)
+    if spec.renormalize:  # |ntk (x) [c, t]| = |ntk| sqrt(c^2 + |t|^2)
+        c = params["product"].constant
+        ntk = rescale(ntk, jnp.linalg.norm(f.ntk, axis=-1) * jnp.sqrt(c * c + jnp.sum(t * t, axis=-1)))
     return Features(nngp, ntk, diag)
+
+
+def ntk_product(params, ntk: jax.Array, u: jax.Array, norm: jax.Array, t: jax.Array) -> jax.Array:
+    """Features of ntk (x) t with the constant of kappa0 kept apart (`sketches.product`). When
+    ntk ends with the NNGP features norm * u, that block borrows the kappa transform of u."""
+    product = params["product"]
+    if product.signs[-1] is not None:
+        return offset_product(product, ntk, t)
+    own = product.widths[:-1]  # () or (width of the block before the NNGP features,)
+    x = tuple(ntk[..., : w] for w in own) + (None,)
+    borrowed = (None,) * len(own) + ((params["kappa"].input_transform(), u, norm),)
+    return offset_product(product, x, t, borrowed)
 
 
 # -------------------------------------------------------------------------------------- one-shot
@@ -187,7 +227,7 @@ def oneshot_kernel_fn(layers):
     return w0, b0, theta, b_last
 
 
-@pytree_dataclass(meta=("w0", "b0", "b_last", "in_dim"))
+@pytree_dataclass(meta=("w0", "b0", "b_last", "in_dim", "renormalize"))
 class OneShotParams:
     features: DotProductFeatureParams
     coeffs: jax.Array  # the fitted polynomial of T, for diagnostics
@@ -195,6 +235,7 @@ class OneShotParams:
     b0: float
     b_last: float
     in_dim: int
+    renormalize: bool = False
 
     @property
     def out_dim(self) -> int:
@@ -213,7 +254,9 @@ def oneshot_init(layers, key, input_shape, method: Sketch, dtype) -> OneShotPara
     z_dim = d + (1 if b0 > 0 else 0)
     budget = method.dim - (1 if b_last > 0 else 0)
     feats = dot_product_features_init(key, z_dim, coeffs, budget, dtype)
-    return OneShotParams(feats, jnp.asarray(coeffs, dtype), float(w0), float(b0), float(b_last), d)
+    return OneShotParams(
+        feats, jnp.asarray(coeffs, dtype), float(w0), float(b0), float(b_last), d, bool(method.renormalize)
+    )
 
 
 def oneshot_apply(params: OneShotParams, x: jax.Array) -> jax.Array:
@@ -221,7 +264,7 @@ def oneshot_apply(params: OneShotParams, x: jax.Array) -> jax.Array:
     if params.b0 > 0:
         z = jnp.concatenate([z, jnp.full(z.shape[:-1] + (1,), params.b0, z.dtype)], axis=-1)
     u, norm = normalize(z, None)
-    out = norm[..., None] * dot_product_features(params.features, u)
+    out = norm[..., None] * kappa_features(params.features, u, params.renormalize)[0]
     if params.b_last > 0:
         out = jnp.concatenate([out, jnp.full(out.shape[:-1] + (1,), params.b_last, out.dtype)], -1)
     return out

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 
 
 class Features(NamedTuple):
@@ -35,6 +36,9 @@ class Spec(NamedTuple):
     rho_min: a lower bound on the correlations the next nonlinearity sees (fit interval).
     nngp_scale, ntk_scale: the NNGP and NTK diagonals of a unit-norm input with uniform
       positions (used to split the output dimension between the two).
+    ntk_ends_with_nngp: the NTK features are [other, nngp] with the NNGP features themselves as
+      their last nngp_dim coordinates (true after Dense and Conv, kept by pooling).
+    renormalize: sketched features are rescaled to the norms they estimate (`Sketch`).
     """
 
     spatial: tuple[int, ...]
@@ -44,6 +48,8 @@ class Spec(NamedTuple):
     rho_min: float
     nngp_scale: float
     ntk_scale: float
+    ntk_ends_with_nngp: bool = False
+    renormalize: bool = False
 
     @property
     def positions(self) -> int:
@@ -51,3 +57,9 @@ class Spec(NamedTuple):
         for s in self.spatial:
             out *= s
         return out
+
+
+def rescale(v: jax.Array, target: jax.Array) -> jax.Array:
+    """v scaled along its last axis to norm `target` (zero vectors stay zero)."""
+    n = jnp.linalg.norm(v, axis=-1)
+    return v * (jnp.asarray(target, v.dtype) / jnp.where(n > 0, n, 1.0))[..., None]

@@ -30,6 +30,11 @@ class Sketch:
       fit: 'lstsq' (non-negative least squares on a grid, default) or 'taylor' (truncated
         Taylor series; layerwise only, as in the theory).
       width: internal sketch width of the layerwise mode (None: dim).
+      renormalize: rescale every sketched feature vector (per input and position) to the norm
+        its sketch estimates: the fitted polynomial at 1 for the kappa features, the exact
+        product of norms for the NTK product, the exact window sum of squared norms for a
+        convolution. A ratio estimate (bias O(1 / width)) with much less variance where inputs
+        are highly correlated, as CNN features are (NOTES.md); False keeps every step unbiased.
     """
 
     dim: int = 4096
@@ -37,6 +42,7 @@ class Sketch:
     mode: str = "auto"
     fit: str = "lstsq"
     width: int | None = None
+    renormalize: bool = True
 
     def __post_init__(self):
         _check_positive_int("Sketch.dim", self.dim, 2)
@@ -47,6 +53,8 @@ class Sketch:
             raise ValueError(f"Sketch.fit must be one of {_FITS}, got {self.fit!r}")
         if self.width is not None:
             _check_positive_int("Sketch.width", self.width, 2)
+        if not isinstance(self.renormalize, bool):
+            raise ValueError(f"Sketch.renormalize must be True or False, got {self.renormalize!r}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -132,13 +132,24 @@ class DotProductFeatureParams:
     head_exact: tuple[tuple[int, ...], ...]  # per head: the exact degrees it uses (c_j > 0)
     head_slices: tuple[tuple[tuple[int, int, int], ...], ...]  # per head: ((degree, start, m), ...)
 
+    def input_transform(self) -> SRHTParams | None:
+        """An SRHT of the input whose FFT these features take anyway (the first transform of the
+        PolySketch tree, or degree one's own), or None. Another sketch of the same input can
+        borrow it (see `sketches.product`) and pay no FFT."""
+        if self.tree is not None and _FIRST_PRODUCT in self.tree.nodes:
+            return self.tree.nodes[_FIRST_PRODUCT].left
+        return self.degree_one if isinstance(self.degree_one, SRHTParams) else None
+
     @property
     def heads(self) -> int:
         return len(self.head_slices)
 
+    def head_exact_dim(self, head: int) -> int:
+        """Width of the exact (leading) block of a head's features."""
+        return sum(_exact_cost(self.in_dim, j) for j in self.head_exact[head])
+
     def head_out_dim(self, head: int) -> int:
-        exact = sum(_exact_cost(self.in_dim, j) for j in self.head_exact[head])
-        return exact + sum(m for _, _, m in self.head_slices[head])
+        return self.head_exact_dim(head) + sum(m for _, _, m in self.head_slices[head])
 
     @property
     def out_dim(self) -> int:

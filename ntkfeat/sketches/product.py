@@ -5,80 +5,176 @@ c^2 <x, x'> + <x, x'> <y, y'>. Both arc-cosine factors used at a ReLU have such 
 (kappa0 = 1/2 + odd terms), and it often carries half of the mass. Sketching the two blocks
 separately keeps that half exact (or a plain SRHT of x, far less noisy than a TensorSRHT) and
 leaves the TensorSRHT only the rest. When x is narrow, the TensorSRHT block is exact too once its
-width reaches dim(x) * dim(y) (stratified rows; see `srht`).
+width reaches dim(x) * dim(y) (stratified rows; see `srht`). Both blocks take their rows from
+one Hartley transform of x, so x costs one FFT.
+
+Blocks. x may come as a direct sum [x_1, ..., x_B]; then so does the product, and each block is
+sketched on its own, with rows in proportion to its mass |x_b|^2 (for SRHTs this split has the
+variance of one sketch of the whole x). A block whose transform H(D x_b) the same computation
+takes anyway can borrow it: at a ReLU the NTK features end with the NNGP features, whose
+transform the kappa features take, so that block costs row gathers and no FFT. A borrowed
+transform's rows are drawn independently of everything else, which keeps each block unbiased:
+averaged over a uniform row p, H(D x)_p H(D x')_p / N = <x, x'> whatever D and y are.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ntkfeat import _random
 from ntkfeat._pytree import pytree_dataclass
-from ntkfeat.sketches.srht import (
-    HartleyRows,
-    SRHTParams,
-    TensorSRHTParams,
-    fft_length,
-    shared_rows_init,
-    shared_srht,
-    srht,
-    srht_init,
-    tensor_srht,
-    tensor_srht_init,
-)
+from ntkfeat.sketches.srht import HartleyRows, fft_length, hartley_rows, stratified_indices
 
 
-@pytree_dataclass(meta=("constant", "linear_mode"))
+@pytree_dataclass(meta=("constant", "exact_linear", "widths", "fft_lens", "y_fft_len"))
 class OffsetProductParams:
-    linear: SRHTParams | HartleyRows | None
-    tensor: TensorSRHTParams | None  # None: y is empty
+    # Per block of x: signs of its own transform, or None when the transform is borrowed.
+    signs: tuple
+    linear: tuple  # per block: HartleyRows for the c x_b block, None when exact or empty
+    left: tuple  # per block: HartleyRows of the left factor of x_b (x) y, None without y
+    right: tuple  # per block: HartleyRows of the right factor
+    y_signs: jax.Array | None  # signs of y's transform (shared by the blocks); None: y is empty
     constant: float
-    # 'exact': c x as it is; 'srht': its own SRHT; 'shared': rows of the TensorSRHT's transform of
-    # x (one FFT of x serves both blocks).
-    linear_mode: str
+    exact_linear: bool  # c x written as it is
+    widths: tuple[int, ...]  # block widths of x
+    fft_lens: tuple[int, ...]  # per block transform length
+    y_fft_len: int
+
+    @property
+    def out_dim(self) -> int:
+        lin = sum(self.widths) if self.exact_linear else sum(0 if r is None else r.index.shape[0] for r in self.linear)
+        return lin + sum(0 if r is None else r.index.shape[0] for r in self.left)
+
+
+def _split(total: int, weights, caps) -> list[int]:
+    """Integer split of `total` in proportion to `weights`, each part in [1, cap] (less in all
+    when the caps sum to less)."""
+    w = np.maximum(np.asarray(weights, np.float64), 0.0)
+    w = np.ones_like(w) if w.sum() <= 0 else w
+    parts = np.minimum(np.maximum(np.floor(total * w / w.sum()).astype(int), 1), caps)
+    order = np.argsort(-w)
+    while parts.sum() < min(total, sum(caps)):
+        for b in order:
+            if parts[b] < caps[b] and parts.sum() < total:
+                parts[b] += 1
+    while parts.sum() > total:
+        b = next(b for b in order if parts[b] > 1)
+        parts[b] -= 1
+    return [int(p) for p in parts]
 
 
 def offset_product_init(
-    key, x_dim: int, y_dim: int, constant: float, out_dim: int, dtype=jnp.float32
+    key, x_dim, y_dim: int, constant: float, out_dim: int, dtype=jnp.float32, *, weights=None, borrowed=None
 ) -> tuple[OffsetProductParams, int]:
     """Parameters for features of x (x) [constant, y] with about out_dim outputs.
 
     The two blocks get equal shares (their variances are balanced when constant^2 ~ E|y|^2, as
     for both ReLU factors); the c x block is exact when x fits its share.
 
+    Args:
+      x_dim: the width of x, or a tuple of block widths.
+      weights: per block, its expected squared norm (sets the split of rows between blocks).
+      borrowed: per block, None or the `SRHTParams` whose transform (signs and length) the block
+        reuses; the same transform must be passed to `offset_product`.
+
     Returns:
       (params, actual output width).
     """
-    k_lin, k_ten = _random.split(key, 2)
+    widths = (x_dim,) if isinstance(x_dim, int) else tuple(int(d) for d in x_dim)
+    if not widths or min(widths) < 1:
+        raise ValueError(f"x blocks must have positive widths, got {x_dim!r}")
+    borrowed = (None,) * len(widths) if borrowed is None else tuple(borrowed)
+    weights = widths if weights is None else tuple(weights)
+    if len(borrowed) != len(widths) or len(weights) != len(widths):
+        raise ValueError("borrowed and weights need one entry per block")
+    for b, (w, src) in enumerate(zip(widths, borrowed)):
+        if src is not None and src.in_dim != w:
+            raise ValueError(f"block {b} has width {w} but borrows a transform of width {src.in_dim}")
+    keys = _random.split(key, 3 * len(widths) + 1)
+    lens = tuple(fft_length(w) if src is None else src.fft_len for w, src in zip(widths, borrowed))
+    signs = tuple(
+        None if src is not None else jnp.asarray(_random.rademacher(keys[3 * b], (w,)), dtype)
+        for b, (w, src) in enumerate(zip(widths, borrowed))
+    )
     lin_dim = out_dim if y_dim == 0 else out_dim // 2
-    exact = x_dim <= lin_dim
-    lin_width = x_dim if exact else lin_dim
-    tensor = None
-    ten_width = 0
+    x_total = sum(widths)
+    exact = x_total <= lin_dim
+    lin_width = x_total if exact else lin_dim
+    linear = (None,) * len(widths)
+    if not exact:
+        ks = _split(lin_dim, weights, [lin_dim] * len(widths))
+        linear = tuple(
+            hartley_rows(stratified_indices(keys[3 * b + 1], n, k), n, dtype) for b, (n, k) in enumerate(zip(lens, ks))
+        )
+    left = right = (None,) * len(widths)
+    y_signs, y_len, ten_width = None, 0, 0
     if y_dim:
-        ten_width = min(out_dim - lin_width, fft_length(x_dim) * fft_length(y_dim))
-        if ten_width < 1:
+        y_len = fft_length(y_dim)
+        caps = [n * y_len for n in lens]
+        ten_width = min(out_dim - lin_width, sum(caps))
+        if ten_width < len(widths):
             raise ValueError(f"out_dim={out_dim} leaves no room for the product block")
-        tensor = tensor_srht_init(k_ten, x_dim, y_dim, ten_width, dtype)
-    if exact:
-        linear, mode = None, "exact"
-    elif tensor is not None:
-        linear, mode = shared_rows_init(k_lin, tensor.left, lin_dim, dtype), "shared"
-    else:
-        linear, mode = srht_init(k_lin, x_dim, lin_dim, dtype), "srht"
-    return OffsetProductParams(linear, tensor, float(constant), mode), lin_width + ten_width
+        ms = _split(ten_width, weights, caps)
+        pairs = [stratified_indices(keys[3 * b + 2], n * y_len, m) for b, (n, m) in enumerate(zip(lens, ms))]
+        left = tuple(hartley_rows(p // y_len, n, dtype) for p, n in zip(pairs, lens))
+        right = tuple(hartley_rows(p % y_len, y_len, dtype) for p in pairs)
+        y_signs = jnp.asarray(_random.rademacher(keys[-1], (y_dim,)), dtype)
+    params = OffsetProductParams(signs, linear, left, right, y_signs, float(constant), exact, widths, lens, y_len)
+    return params, lin_width + ten_width
 
 
-def offset_product(params: OffsetProductParams, x: jax.Array, y: jax.Array | None) -> jax.Array:
-    """Features of x (x) [c, y] along the last axis."""
-    if params.linear_mode == "exact":
-        lin = x
-    elif params.linear_mode == "srht":
-        lin = srht(params.linear, x)
+def _rows(r: jax.Array, rows: HartleyRows) -> jax.Array:
+    """Hartley coefficients at `rows` from r = rfft(...) (see `srht.HartleyRows`)."""
+    return r.real[..., rows.index] + rows.imag_sign.astype(r.real.dtype) * r.imag[..., rows.index]
+
+
+def offset_product(params: OffsetProductParams, x, y: jax.Array | None, borrowed=None) -> jax.Array:
+    """Features of x (x) [c, y] along the last axis.
+
+    Args:
+      x: an array, or a tuple with one array per block (None for a borrowed block).
+      y: the right factor (None when the params have no y).
+      borrowed: per block, None or (transform, u, scale): the block is scale[..., None] * u and
+        its transform is `transform` (SRHTParams) applied to u, computed once with the other
+        user of that transform when both see the same u.
+    """
+    blocks = (x,) if not isinstance(x, (tuple, list)) else tuple(x)
+    borrowed = (None,) * len(blocks) if borrowed is None else tuple(borrowed)
+    if len(blocks) != len(params.widths):
+        raise ValueError(f"offset_product: {len(blocks)} blocks given, params have {len(params.widths)}")
+    values, sources = [], []
+    for b, (xb, src) in enumerate(zip(blocks, borrowed)):
+        if src is None:
+            if xb is None or xb.shape[-1] != params.widths[b]:
+                raise ValueError(f"offset_product: block {b} must have width {params.widths[b]}")
+            sources.append((xb, params.signs[b], params.fft_lens[b], None))
+        else:
+            transform, u, scale = src
+            xb = u * scale[..., None]
+            sources.append((u, transform.signs, transform.fft_len, scale))
+        values.append(xb)
+    spectra = {}
+
+    def gathered(b, rows):
+        if b not in spectra:  # one FFT per block, shared by its linear and product rows
+            arg, signs, n, _ = sources[b]
+            spectra[b] = jnp.fft.rfft(arg * signs.astype(arg.dtype), n=n, axis=-1)
+        out = _rows(spectra[b], rows) * (1.0 / rows.index.shape[0]) ** 0.5
+        scale = sources[b][3]
+        return out if scale is None else out * scale[..., None]
+
+    if params.exact_linear:
+        parts = [params.constant * jnp.concatenate(values, axis=-1) if len(values) > 1 else params.constant * values[0]]
     else:
-        lin = shared_srht(params.linear, params.tensor.left, x)
-    lin = params.constant * lin
-    if params.tensor is None:
-        return lin
-    return jnp.concatenate([lin, tensor_srht(params.tensor, x, y)], axis=-1)
+        parts = [params.constant * gathered(b, rows) for b, rows in enumerate(params.linear)]
+    if params.y_signs is not None:
+        ry = jnp.fft.rfft(y * params.y_signs.astype(y.dtype), n=params.y_fft_len, axis=-1)
+        for b, (lrows, rrows) in enumerate(zip(params.left, params.right)):
+            # TensorSRHT: sqrt(1/m) H(D x_b)[P] * H(D' y)[Q]
+            parts.append(gathered(b, lrows) * _rows(ry, rrows))
+    return jnp.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0]
+
+
+__all__ = ["OffsetProductParams", "offset_product", "offset_product_init"]
