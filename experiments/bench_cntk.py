@@ -8,7 +8,7 @@ images. For each (method, dim), in a fresh process (so that peak memory is its o
 to draw the parameters, images per second after compilation, peak device memory (GPU) or peak
 resident memory (CPU), and the relative Frobenius error |Phi Phi^T - K|_F / |K|_F against
 neural-tangents' exact CNTK on the first --exact test images (mean over --error-keys draws;
---methods compares variants, e.g. sketch,sketch-half,sketch-plain). The exact kernel's own cost per
+--methods compares variants, e.g. sketch,sketch-full,sketch-plain). The exact kernel's own cost per
 entry is timed in the same run as the baseline (the whole n x n kernel through features vs
 exact). With --sizes, the same network on images resized to each side length times the
 feature map per image: work linear in the pixels means about 4x per doubling of the side.
@@ -66,9 +66,9 @@ def peak_memory_bytes():
 
 
 METHODS = {
-    "sketch": "Sketch(dim, degree): renormalized, inner width = dim (the defaults)",
-    "sketch-half": "the same with inner width dim / 2",
-    "sketch-plain": "Sketch(renormalize=False): every step unbiased",
+    "sketch": "Sketch(dim, degree), the defaults: renormalized, inner width dim / 2",
+    "sketch-full": "the same with inner width dim",
+    "sketch-plain": "Sketch(renormalize=False, width=dim): every step unbiased (the previous default)",
     "rf": "RandomFeatures(dim)",
 }
 
@@ -76,10 +76,10 @@ METHODS = {
 def method_of(nf, name, dim, degree):
     if name == "sketch":
         return nf.Sketch(dim=dim, degree=degree)
-    if name == "sketch-half":
-        return nf.Sketch(dim=dim, degree=degree, width=dim // 2)
+    if name == "sketch-full":
+        return nf.Sketch(dim=dim, degree=degree, width=dim)
     if name == "sketch-plain":
-        return nf.Sketch(dim=dim, degree=degree, renormalize=False)
+        return nf.Sketch(dim=dim, degree=degree, renormalize=False, width=dim)
     if name == "rf":
         return nf.RandomFeatures(dim=dim)
     raise ValueError(f"unknown method {name!r}; one of {sorted(METHODS)}")

@@ -13,6 +13,6 @@ python3 -c "import jax, ntkfeat.compat as c; nt=c.neural_tangents(); print('jax'
 timeout 90 python3 -m pytest -q -x tests/test_compat.py 2>&1 | tail -2
 S=${SIZES-16,32,64}
 python3 -m experiments.bench_cntk --data .device/cifar_subset.npz --dims ${DIMS:-4096,16384} \
-  --methods ${METHODS:-sketch,sketch-half,sketch-plain} --error-keys ${KEYS:-4} \
+  --methods ${METHODS:-sketch,sketch-full,sketch-plain} --error-keys ${KEYS:-4} \
   --images ${IMAGES:-4096} --batch ${BATCH:-4096:128,16384:32} --exact 12 --exact-batch 12 \
   ${S:+--sizes $S} --size-dim 4096 --size-images 1024 --out "$OUT/bench_cntk.json" 2>&1 | tee "$OUT/bench_cntk.log"

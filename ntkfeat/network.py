@@ -12,6 +12,7 @@ itself streams rows in fixed-size batches (one compilation for every batch).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 
@@ -93,6 +94,10 @@ def init_feature_map(layers, key, input_shape, method, dtype=None) -> FeatureMap
             oneshot = ntk_sketch.oneshot_init(layers, key, shape, method, dtype)
             return FeatureMap((), oneshot, {}, layers, method, shape, "oneshot", (), None)
 
+    if isinstance(method, Sketch) and method.width is None and any(isinstance(l, Conv) for l in layers):
+        # Convolutional stacks: the inner width defaults to dim / 2. With renormalized sketches
+        # the CNTK error is the same as at width dim (NOTES.md) at 2.4x the speed.
+        method = dataclasses.replace(method, width=max(2, method.dim // 2))
     relus = [i for i, l in enumerate(layers) if isinstance(l, Relu)]
     # The last ReLU splits the output dimension between the NNGP and NTK parts when only
     # width-preserving layers follow it; a Conv after it widens the NTK again, so then every
