@@ -171,14 +171,18 @@ def plot_kernel_error(records, datasets, path) -> None:
             ax.set_yscale("log")
             ax.legend(fontsize=8)
         else:
-            ax.text(0.5, 0.5, "no kernel errors recorded", ha="center", va="center", transform=ax.transAxes)
-            ax.set_xticks([])
-            ax.set_yticks([])
+            _empty_panel(ax, "no kernel errors recorded")
         ax.set_title(dataset)
         ax.set_xlabel("dim")
         ax.set_ylabel("|Phi Phi^T - K|_F / |K|_F")
         ax.grid(True, which="both", alpha=0.3)
     _save(fig, path)
+
+
+def _empty_panel(ax, message: str) -> None:
+    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes)
+    ax.set_xticks([])
+    ax.set_yticks([])
 
 
 def plot_metric_vs_time(records, datasets, tasks, path) -> None:
@@ -199,9 +203,7 @@ def plot_metric_vs_time(records, datasets, tasks, path) -> None:
             ax.set_xscale("log")
             ax.legend(fontsize=8)
         else:
-            ax.text(0.5, 0.5, "no test results (solver: null)", ha="center", va="center", transform=ax.transAxes)
-            ax.set_xticks([])
-            ax.set_yticks([])
+            _empty_panel(ax, "no test results (solver: null)")
         ax.set_title(dataset)
         ax.set_xlabel("feature + solve seconds")
         ax.set_ylabel("test accuracy" if key == "test_accuracy" else "test RMSE (original units)")

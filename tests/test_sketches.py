@@ -197,3 +197,14 @@ def test_offset_product_unbiased_with_blocks_and_borrowing(blocks):
 
         est.append(float(feats(x, y) @ feats(xp, yp)))
     _check_mean(est, exact)
+
+
+def test_split_proportional():
+    from ntkfeat.sketches.srht import split_proportional
+
+    parts = split_proportional(100, [1, 2, 3], minimum=8)
+    assert sum(parts) == 100 and min(parts) >= 8 and parts == sorted(parts)
+    assert split_proportional(10, [1, 1], caps=[3, 100]) == [3, 7]
+    assert split_proportional(5, [1, 1], caps=[1, 2]) == [1, 2]  # the caps sum to less
+    with pytest.raises(ValueError, match="cannot split"):
+        split_proportional(10, [1, 1, 1], minimum=4)

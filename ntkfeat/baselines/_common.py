@@ -39,6 +39,14 @@ def check_train(x_train, name: str = "x_train"):
     return x
 
 
+def check_params(params, cls, owner: str, dim: int, unit: str) -> None:
+    """params must be a `cls` made by `owner`'s init_fn for this feature_fn's dim."""
+    if not isinstance(params, cls):
+        raise TypeError(f"params must come from {owner}'s init_fn ({cls.__name__})")
+    if params.out_dim != dim:
+        raise ValueError(f"params have {params.out_dim} {unit}, but this feature_fn was made for dim={dim}")
+
+
 def check_batch(x, input_shape: tuple[int, ...]):
     """Validates x against the input shape the parameters were built for (tracers included:
     `check_inputs` skips them, but their shapes are static and still checked here)."""

@@ -38,7 +38,7 @@ import scipy.linalg
 from ntkfeat import _random
 from ntkfeat._pytree import pytree_dataclass
 from ntkfeat.baselines._common import (
-    check_batch, check_dim, check_positive, check_train, default_dtype, map_rows, row_blocks,
+    check_batch, check_dim, check_params, check_positive, check_train, default_dtype, map_rows, row_blocks,
 )
 
 _SAMPLINGS = ("uniform", "rls")
@@ -231,10 +231,7 @@ def nystrom(kernel_fn: Callable, dim: int, sampling: str = "uniform", reg: float
         )
 
     def feature_fn(params: NystromParams, x, *, batch_size: int | None = None) -> jax.Array:
-        if not isinstance(params, NystromParams):
-            raise TypeError("params must come from nystrom's init_fn (NystromParams)")
-        if params.out_dim != dim:
-            raise ValueError(f"params have {params.out_dim} landmarks, but this feature_fn was made for dim={dim}")
+        check_params(params, NystromParams, "nystrom", dim, "landmarks")
         x = check_batch(x, params.input_shape)
         return map_rows(lambda xb: _project(kernel(xb, params.landmarks), params.projection), x,
                         batch_size or block)

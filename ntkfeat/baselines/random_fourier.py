@@ -25,7 +25,7 @@ import numpy as np
 
 from ntkfeat import _random
 from ntkfeat._pytree import pytree_dataclass
-from ntkfeat.baselines._common import check_batch, check_dim, check_positive, check_train, default_dtype, map_rows
+from ntkfeat.baselines._common import check_batch, check_dim, check_params, check_positive, check_train, default_dtype, map_rows
 from ntkfeat.network import check_inputs
 
 MEDIAN_ROWS = 1000  # rows of the median-heuristic subsample: ~5e5 pairs, a stable median
@@ -159,10 +159,7 @@ def random_fourier(dim: int, bandwidth: float | None = None, kernel: str = "gaus
         )
 
     def feature_fn(params: RandomFourierParams, x, *, batch_size: int | None = None) -> jax.Array:
-        if not isinstance(params, RandomFourierParams):
-            raise TypeError("params must come from random_fourier's init_fn (RandomFourierParams)")
-        if params.out_dim != dim:
-            raise ValueError(f"params have {params.out_dim} features, but this feature_fn was made for dim={dim}")
+        check_params(params, RandomFourierParams, "random_fourier", dim, "features")
         x = check_batch(x, params.input_shape)
         return map_rows(functools.partial(_fourier_jit, params), x, batch_size or 4096)
 

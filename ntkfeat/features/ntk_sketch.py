@@ -145,8 +145,13 @@ def kappa_features(params: DotProductFeatureParams, u: jax.Array, renormalize: b
     heads = dot_product_features(params, u, heads=True)
     if not renormalize:
         return heads
-    at_one = jnp.sqrt(jnp.sum(params.sqrt_coeffs**2, axis=-1))
-    return tuple(rescale(h, at_one[i]) for i, h in enumerate(heads))
+    norms = jnp.sqrt(polynomials_at_one(params))
+    return tuple(rescale(h, norms[i]) for i, h in enumerate(heads))
+
+
+def polynomials_at_one(params: DotProductFeatureParams) -> jax.Array:
+    """(heads,) each head's polynomial at 1: sum_j c_j, the squared norm its features estimate."""
+    return jnp.sum(params.sqrt_coeffs**2, axis=-1)
 
 
 def relu_apply(layer: Relu, params, spec: Spec, f: Features) -> Features:
@@ -159,9 +164,10 @@ def relu_apply(layer: Relu, params, spec: Spec, f: Features) -> Features:
         return Features(nngp, None, diag)
     t = half * heads[1]
     ntk = ntk_product(params, f.ntk, u, norm, t)
-    if spec.renormalize:  # |ntk (x) [c, t]| = |ntk| sqrt(c^2 + |t|^2)
+    if spec.renormalize:  # |ntk (x) [c, t]| = |ntk| sqrt(c^2 + |t|^2), |t|^2 = p0(1) / 2 here
         c = params["product"].constant
-        ntk = rescale(ntk, jnp.linalg.norm(f.ntk, axis=-1) * jnp.sqrt(c * c + jnp.sum(t * t, axis=-1)))
+        t_sq = 0.5 * polynomials_at_one(params["kappa"])[1]
+        ntk = rescale(ntk, jnp.linalg.norm(f.ntk, axis=-1) * jnp.sqrt(c * c + t_sq))
     return Features(nngp, ntk, diag)
 
 

@@ -30,7 +30,9 @@ from ntkfeat import _random
 from ntkfeat._pytree import pytree_dataclass
 from ntkfeat.sketches.monomials import monomial_features, monomial_features_init, num_monomials
 from ntkfeat.sketches.poly_sketch import PolySketchParams, num_levels, poly_sketch, poly_sketch_init
-from ntkfeat.sketches.srht import HartleyRows, SRHTParams, shared_rows_init, shared_srht, srht, srht_init
+from ntkfeat.sketches.srht import (
+    HartleyRows, SRHTParams, shared_rows_init, shared_srht, split_proportional, srht, srht_init,
+)
 
 # A sketched degree never gets fewer dimensions than this.
 _MIN_SKETCH_DIM = 8
@@ -103,21 +105,9 @@ def _plan(coeffs_list, dims, in_dim):
 
 def _split(total: int, weights: dict[int, float]) -> dict[int, int]:
     """Integer split of `total` proportional to `weights`, each part >= _MIN_SKETCH_DIM."""
-    if not weights:
-        return {}
     keys = sorted(weights)
-    w = np.array([weights[k] for k in keys])
-    parts = np.maximum(np.floor(total * w / w.sum()).astype(int), _MIN_SKETCH_DIM)
-    # Hand the remainder (or take the excess) from the largest parts.
-    order = np.argsort(-w)
-    i = 0
-    while parts.sum() != total:
-        step = 1 if parts.sum() < total else -1
-        k = order[i % len(order)]
-        if step > 0 or parts[k] > _MIN_SKETCH_DIM:
-            parts[k] += step
-        i += 1
-    return {k: int(p) for k, p in zip(keys, parts)}
+    parts = split_proportional(total, [weights[k] for k in keys], _MIN_SKETCH_DIM) if keys else []
+    return dict(zip(keys, parts))
 
 
 @pytree_dataclass(meta=("in_dim", "exact_degrees", "head_exact", "head_slices"))

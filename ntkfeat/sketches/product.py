@@ -21,11 +21,10 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from ntkfeat import _random
 from ntkfeat._pytree import pytree_dataclass
-from ntkfeat.sketches.srht import HartleyRows, fft_length, hartley_rows, stratified_indices
+from ntkfeat.sketches.srht import fft_length, hartley_gather, hartley_rows, split_proportional, stratified_indices
 
 
 @pytree_dataclass(meta=("constant", "exact_linear", "widths", "fft_lens", "y_fft_len"))
@@ -46,23 +45,6 @@ class OffsetProductParams:
     def out_dim(self) -> int:
         lin = sum(self.widths) if self.exact_linear else sum(0 if r is None else r.index.shape[0] for r in self.linear)
         return lin + sum(0 if r is None else r.index.shape[0] for r in self.left)
-
-
-def _split(total: int, weights, caps) -> list[int]:
-    """Integer split of `total` in proportion to `weights`, each part in [1, cap] (less in all
-    when the caps sum to less)."""
-    w = np.maximum(np.asarray(weights, np.float64), 0.0)
-    w = np.ones_like(w) if w.sum() <= 0 else w
-    parts = np.minimum(np.maximum(np.floor(total * w / w.sum()).astype(int), 1), caps)
-    order = np.argsort(-w)
-    while parts.sum() < min(total, sum(caps)):
-        for b in order:
-            if parts[b] < caps[b] and parts.sum() < total:
-                parts[b] += 1
-    while parts.sum() > total:
-        b = next(b for b in order if parts[b] > 1)
-        parts[b] -= 1
-    return [int(p) for p in parts]
 
 
 def offset_product_init(
@@ -104,7 +86,7 @@ def offset_product_init(
     lin_width = x_total if exact else lin_dim
     linear = (None,) * len(widths)
     if not exact:
-        ks = _split(lin_dim, weights, [lin_dim] * len(widths))
+        ks = split_proportional(lin_dim, weights)
         linear = tuple(
             hartley_rows(stratified_indices(keys[3 * b + 1], n, k), n, dtype) for b, (n, k) in enumerate(zip(lens, ks))
         )
@@ -116,18 +98,13 @@ def offset_product_init(
         ten_width = min(out_dim - lin_width, sum(caps))
         if ten_width < len(widths):
             raise ValueError(f"out_dim={out_dim} leaves no room for the product block")
-        ms = _split(ten_width, weights, caps)
+        ms = split_proportional(ten_width, weights, caps=caps)
         pairs = [stratified_indices(keys[3 * b + 2], n * y_len, m) for b, (n, m) in enumerate(zip(lens, ms))]
         left = tuple(hartley_rows(p // y_len, n, dtype) for p, n in zip(pairs, lens))
         right = tuple(hartley_rows(p % y_len, y_len, dtype) for p in pairs)
         y_signs = jnp.asarray(_random.rademacher(keys[-1], (y_dim,)), dtype)
     params = OffsetProductParams(signs, linear, left, right, y_signs, float(constant), exact, widths, lens, y_len)
     return params, lin_width + ten_width
-
-
-def _rows(r: jax.Array, rows: HartleyRows) -> jax.Array:
-    """Hartley coefficients at `rows` from r = rfft(...) (see `srht.HartleyRows`)."""
-    return r.real[..., rows.index] + rows.imag_sign.astype(r.real.dtype) * r.imag[..., rows.index]
 
 
 def offset_product(params: OffsetProductParams, x, y: jax.Array | None, borrowed=None) -> jax.Array:
@@ -161,7 +138,7 @@ def offset_product(params: OffsetProductParams, x, y: jax.Array | None, borrowed
         if b not in spectra:  # one FFT per block, shared by its linear and product rows
             arg, signs, n, _ = sources[b]
             spectra[b] = jnp.fft.rfft(arg * signs.astype(arg.dtype), n=n, axis=-1)
-        out = _rows(spectra[b], rows) * (1.0 / rows.index.shape[0]) ** 0.5
+        out = hartley_gather(spectra[b], rows) * (1.0 / rows.index.shape[0]) ** 0.5
         scale = sources[b][3]
         return out if scale is None else out * scale[..., None]
 
@@ -173,7 +150,7 @@ def offset_product(params: OffsetProductParams, x, y: jax.Array | None, borrowed
         ry = jnp.fft.rfft(y * params.y_signs.astype(y.dtype), n=params.y_fft_len, axis=-1)
         for b, (lrows, rrows) in enumerate(zip(params.left, params.right)):
             # TensorSRHT: sqrt(1/m) H(D x_b)[P] * H(D' y)[Q]
-            parts.append(gathered(b, lrows) * _rows(ry, rrows))
+            parts.append(gathered(b, lrows) * hartley_gather(ry, rrows))
     return jnp.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0]
 
 

@@ -105,10 +105,37 @@ def hartley(x: jax.Array, n: int) -> jax.Array:
     return jnp.concatenate([low, high], axis=-1)
 
 
+def hartley_gather(r: jax.Array, rows: HartleyRows) -> jax.Array:
+    """Hartley coefficients at `rows` from r = rfft(x) (see `HartleyRows`)."""
+    return r.real[..., rows.index] + rows.imag_sign.astype(r.real.dtype) * r.imag[..., rows.index]
+
+
 def hartley_at(x: jax.Array, rows: HartleyRows, fft_len: int) -> jax.Array:
     """H(x)[rows] along the last axis, x zero-padded to fft_len (unnormalized Hartley transform)."""
-    r = jnp.fft.rfft(x, n=fft_len, axis=-1)
-    return r.real[..., rows.index] + rows.imag_sign.astype(x.dtype) * r.imag[..., rows.index]
+    return hartley_gather(jnp.fft.rfft(x, n=fft_len, axis=-1), rows)
+
+
+def split_proportional(total: int, weights, minimum: int = 1, caps=None) -> list[int]:
+    """Integer parts of `total` in proportion to `weights`, each in [minimum, cap]; the remainder
+    is handed out (or the excess taken back) one unit at a time from the largest weights. The
+    parts sum to `total`, or to sum(caps) when that is less."""
+    w = np.maximum(np.asarray(weights, np.float64), 0.0)
+    w = np.ones_like(w) if w.sum() <= 0 else w
+    target = total if caps is None else int(min(total, sum(int(c) for c in caps)))
+    caps = np.full(len(w), target) if caps is None else np.asarray(caps, np.int64)
+    if minimum * len(w) > target:
+        raise ValueError(f"cannot split {target} into {len(w)} parts of at least {minimum}")
+    parts = np.minimum(np.maximum(np.floor(total * w / w.sum()).astype(np.int64), minimum), caps)
+    order = np.argsort(-w)
+    i = 0
+    while parts.sum() != target:
+        k = order[i % len(order)]
+        if parts.sum() < target and parts[k] < caps[k]:
+            parts[k] += 1
+        elif parts.sum() > target and parts[k] > minimum:
+            parts[k] -= 1
+        i += 1
+    return [int(p) for p in parts]
 
 
 def _signed_rows(key, in_dim: int, rows, dtype) -> SRHTParams:
