@@ -285,7 +285,8 @@ def exact_kernel_fn(layers):
     jitted = jax.jit(nt_kernel, static_argnames="get")
     batched = {}
 
-    def kernel_fn(x1, x2=None, get: str = "ntk", *, batch_size: int | None = None):
+    def kernel_fn(x1, x2=None, get: str = "ntk", *, batch_size: int | None = None,
+                  precision: str | None = "highest"):
         """The exact kernel (n1, n2) between x1 and x2 (default x1).
 
         Args:
@@ -293,7 +294,14 @@ def exact_kernel_fn(layers):
           batch_size: compute in blocks of this many rows of each input (neural-tangents'
             `nt.batch`; inputs are zero-padded to a multiple). Default: one block up to 256
             rows for images and 4096 for vectors.
+          precision: matmul precision (`jax.default_matmul_precision`). The default 'highest'
+            is full float32 everywhere; None keeps JAX's default, TF32 on recent NVIDIA GPUs,
+            which is faster but off by ~5e-4 relative: too coarse for an oracle.
         """
+        with jax.default_matmul_precision(precision):
+            return _kernel(x1, x2, get, batch_size)
+
+    def _kernel(x1, x2, get, batch_size):
         if get not in _GETS:
             raise ValueError(f"get must be one of {_GETS}, got {get!r}")
         x1 = check_inputs(x1, None, "x1")

@@ -7,6 +7,7 @@ gradient features vs neural-tangents' empirical NTK) use float32 round-off bound
 """
 
 import functools
+import importlib
 
 import jax
 import jax.numpy as jnp
@@ -51,6 +52,18 @@ def test_gaussian_kernel_matches_numpy(tabular):
     ref = np.exp(-d2 / (2 * 3.0**2))
     np.testing.assert_allclose(bl.gaussian_kernel(tabular, tabular, 3.0), ref, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(bl.gaussian_kernel(tabular, bandwidth=3.0), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_kernel_matmuls_run_at_full_precision(tabular):
+    """On GPUs JAX's default float32 matmul is TF32; on an H200 that put the Gaussian kernel off by
+    5e-4 and Nystrom with every row as a landmark at 5e-4 from exact (fp32: < 1e-4). CPUs ignore the
+    precision flag, so the lowered programs are checked instead."""
+    rff, nys = (importlib.import_module(f"ntkfeat.baselines.{m}") for m in ("random_fourier", "nystrom"))
+    x = jnp.asarray(tabular)
+    for text in (rff._gaussian.lower(x, x, 3.0).as_text(),
+                 nys._project.lower(x @ x.T, jnp.eye(len(x))).as_text()):
+        dots = [line for line in text.splitlines() if "dot_general" in line]
+        assert dots and all("HIGHEST" in line for line in dots), dots
 
 
 def test_median_bandwidth_matches_numpy(tabular):

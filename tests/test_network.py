@@ -218,6 +218,26 @@ def test_exact_kernel_batching(tabular):
     np.testing.assert_allclose(blocked, full, rtol=1e-4, atol=1e-5)
 
 
+def test_exact_kernel_runs_at_full_matmul_precision(tabular, monkeypatch):
+    """The oracle traces neural-tangents under 'highest' matmul precision (TF32, a GPU's default,
+    is off by ~5e-4); precision=None leaves JAX's default. CPUs ignore the flag, so the config
+    seen inside the call is checked."""
+    seen = []
+    check = nf.network.check_inputs
+
+    def spy(*args, **kwargs):
+        seen.append(jax.config.jax_default_matmul_precision)
+        return check(*args, **kwargs)
+
+    monkeypatch.setattr(nf.network, "check_inputs", spy)
+    kernel_fn = nf.serial(*fc_stack(nf, 1))[2]
+    k = kernel_fn(tabular[:4])
+    np.testing.assert_allclose(kernel_fn(tabular[:4], precision=None), k, rtol=1e-4)
+    assert seen == ["highest", None]
+    with pytest.raises(ValueError, match="bogus"):
+        kernel_fn(tabular[:4], precision="bogus")
+
+
 def test_renormalized_sketches_have_the_norms_they_estimate():
     # Renormalized kappa features have norm sqrt(p(1)) for each head's polynomial p, exactly; the
     # plain ones only in expectation. A sketched convolution keeps the stacked patches' norm.

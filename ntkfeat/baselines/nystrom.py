@@ -171,7 +171,7 @@ def nystrom_projection(k_ll, reg: float) -> np.ndarray:
 
 @jax.jit
 def _project(k, projection):
-    return k.astype(projection.dtype) @ projection
+    return jnp.dot(k.astype(projection.dtype), projection, precision=jax.lax.Precision.HIGHEST)
 
 
 def nystrom(kernel_fn: Callable, dim: int, sampling: str = "uniform", reg: float = 1e-6, *,
