@@ -23,7 +23,8 @@ import numpy as np
 from ntkfeat import _random, compat
 from ntkfeat._pytree import pytree_dataclass
 from ntkfeat.features import linear, ntk_random_features, ntk_sketch
-from ntkfeat.features.state import Features, Spec, rescale
+from ntkfeat._norms import rescale
+from ntkfeat.features.state import Features, Spec
 from ntkfeat.layers.layers import Conv, Dense, Relu, check_layers
 from ntkfeat.layers.methods import RandomFeatures, Sketch
 from ntkfeat.sketches.srht import srht, srht_init
@@ -345,7 +346,8 @@ def serial(*layers):
       input_shape: (-1, d) or (-1, H, W, C) (NHWC), the batch entry is ignored.
       method: Sketch(...) or RandomFeatures(...).
     feature_fn(params, x, get='ntk', *, batch_size=None, progress=None) -> (n, ~dim) features
-    kernel_fn(x1, x2=None, get='ntk', *, batch_size=None) -> (n1, n2) exact kernel
+    kernel_fn(x1, x2=None, get='ntk', *, batch_size=None, precision='highest') -> (n1, n2) exact
+      kernel, with full float32 matmuls unless precision says otherwise
     """
     layers = check_layers(layers)
 

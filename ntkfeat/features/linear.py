@@ -21,7 +21,8 @@ import jax.numpy as jnp
 from jax import lax
 
 from ntkfeat import _random
-from ntkfeat.features.state import Features, Spec, rescale
+from ntkfeat._norms import rescale
+from ntkfeat.features.state import Features, Spec
 from ntkfeat.layers.layers import AvgPool, Conv, Dense, Flatten, GlobalAvgPool
 from ntkfeat.sketches.srht import fft_length, random_rotation
 

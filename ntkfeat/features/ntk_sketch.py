@@ -27,7 +27,8 @@ import numpy as np
 from ntkfeat import _random
 from ntkfeat._pytree import pytree_dataclass
 from ntkfeat.exact.arccos import arccos_kernel0, arccos_kernel1
-from ntkfeat.features.state import Features, Spec, rescale
+from ntkfeat._norms import rescale
+from ntkfeat.features.state import Features, Spec
 from ntkfeat.layers.layers import Dense, Flatten, Relu
 from ntkfeat.layers.methods import Sketch
 from ntkfeat.polynomials.fit import fit_nonneg_polynomial, taylor_polynomial
@@ -139,14 +140,10 @@ def normalize(nngp: jax.Array, diag: jax.Array | None, with_norm: bool = False):
 
 
 def kappa_features(params: DotProductFeatureParams, u: jax.Array, renormalize: bool) -> tuple[jax.Array, ...]:
-    """Every head's features of the unit vectors u; renormalized, each head has the norm of its
-    polynomial at 1, the value its sketch estimates (the kappa1 and kappa0 sketches then err
-    together with the correlation they estimate, not on their own)."""
-    heads = dot_product_features(params, u, heads=True)
-    if not renormalize:
-        return heads
-    norms = jnp.sqrt(polynomials_at_one(params))
-    return tuple(rescale(h, norms[i]) for i, h in enumerate(heads))
+    """Every head's features of the unit vectors u. Renormalized, each sketched degree block has
+    the norm it estimates, sqrt(c_j), so each head has the norm of its polynomial at 1 (the kappa1
+    and kappa0 sketches then err with the correlation they estimate, not on their own)."""
+    return dot_product_features(params, u, heads=True, renormalize=renormalize)
 
 
 def polynomials_at_one(params: DotProductFeatureParams) -> jax.Array:

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 
 
 class Features(NamedTuple):
@@ -57,9 +56,3 @@ class Spec(NamedTuple):
         for s in self.spatial:
             out *= s
         return out
-
-
-def rescale(v: jax.Array, target: jax.Array) -> jax.Array:
-    """v scaled along its last axis to norm `target` (zero vectors stay zero)."""
-    n = jnp.linalg.norm(v, axis=-1)
-    return v * (jnp.asarray(target, v.dtype) / jnp.where(n > 0, n, 1.0))[..., None]

@@ -32,9 +32,9 @@ class Sketch:
       width: internal sketch width of the layerwise mode (None: dim, or dim // 2 for stacks with a
         Conv, where it gives the same error at 2.4x the speed once renormalized).
       renormalize: rescale every sketched feature vector (per input and position) to the norm
-        its sketch estimates: the fitted polynomial at 1 for the kappa features, the exact
-        product of norms for the NTK product, the exact window sum of squared norms for a
-        convolution. A ratio estimate (bias O(1 / width)) with much less variance where inputs
+        its sketch estimates: sqrt(c_j) for each sketched degree-j block of the kappa features
+        (exact blocks are exact already), the exact product of norms for the NTK product, the
+        exact window sum of squared norms for a convolution. A ratio estimate (bias O(1 / width)) with much less variance where inputs
         are highly correlated, as CNN features are (NOTES.md); False keeps every step unbiased.
     """
 

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ntkfeat import _random
+from ntkfeat._norms import rescale_blocks
 from ntkfeat._pytree import pytree_dataclass
 from ntkfeat.sketches.monomials import monomial_features, monomial_features_init, num_monomials
 from ntkfeat.sketches.poly_sketch import PolySketchParams, num_levels, poly_sketch, poly_sketch_init
@@ -210,11 +211,15 @@ def dot_product_features_init(
     )
 
 
-def dot_product_features(params: DotProductFeatureParams, x: jax.Array, *, heads: bool = False):
+def dot_product_features(params: DotProductFeatureParams, x: jax.Array, *, heads: bool = False,
+                         renormalize: bool = False):
     """(..., d) -> (..., out_dim) with E <f(x), f(y)> = sum_j c_j <x, y>^j.
 
     With several heads, returns the tuple of every head's features when `heads=True` (and the
-    first head's otherwise).
+    first head's otherwise). With `renormalize`, each sketched degree-j block is rescaled to the
+    norm it estimates, sqrt(c_j) |x|^j: a ratio estimate, biased by O(1/m_j), whose error
+    shrinks with the angle between x and y instead of growing with |<x, y>|. Exact blocks have
+    their norms already.
     """
     if x.shape[-1] != params.in_dim:
         raise ValueError(f"dot_product_features: last axis {x.shape[-1]} != {params.in_dim}")
@@ -237,10 +242,15 @@ def dot_product_features(params: DotProductFeatureParams, x: jax.Array, *, heads
     outputs = []
     for h in range(params.heads if heads else 1):
         parts = [sc[h, j] * exact[j] for j in params.head_exact[h]]
-        for j, start, m in params.head_slices[h]:
-            root = sketched[j]
-            # The root's rows are exchangeable draws, so any m of them form a sketch of
-            # dimension m once rescaled.
-            parts.append(sc[h, j] * (root.shape[-1] / m) ** 0.5 * root[..., start : start + m])
-        outputs.append(jnp.concatenate(parts, axis=-1))
+        # The root's rows are exchangeable draws, so any m of them form a sketch of dimension m
+        # once rescaled.
+        blocks = [(sketched[j].shape[-1] / m) ** 0.5 * sketched[j][..., start : start + m]
+                  for j, start, m in params.head_slices[h]]
+        if renormalize and blocks:
+            norm = jnp.linalg.norm(x, axis=-1)
+            targets = jnp.stack([sc[h, j] * norm**j for j, _, _ in params.head_slices[h]], axis=-1)
+            blocks = [rescale_blocks(jnp.concatenate(blocks, axis=-1), [m for _, _, m in params.head_slices[h]], targets)]
+        else:
+            blocks = [sc[h, j] * b for (j, _, _), b in zip(params.head_slices[h], blocks)]
+        outputs.append(jnp.concatenate(parts + blocks, axis=-1))
     return tuple(outputs) if heads else outputs[0]
