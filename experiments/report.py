@@ -161,9 +161,11 @@ def plot_kernel_error(records, datasets, path) -> None:
     fig, axes = _panels(len(datasets))
     for ax, dataset in zip(axes, datasets):
         groups = _grouped(records, dataset, "dim", "kernel_rel_fro")
-        for label, (_, points) in groups.items():
+        for i, (label, (_, points)) in enumerate(groups.items()):
             x, y, lo, hi = map(np.asarray, zip(*points))
-            line, = ax.plot(x, y, marker="o", label=label)
+            # Styles and shrinking markers cycle, so labels with equal errors (the same features
+            # on different training rows) stay visible on top of each other.
+            line, = ax.plot(x, y, label=label, **_style(i))
             if np.any(hi > lo):
                 ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
         if groups:
@@ -177,6 +179,11 @@ def plot_kernel_error(records, datasets, path) -> None:
         ax.set_ylabel("|Phi Phi^T - K|_F / |K|_F")
         ax.grid(True, which="both", alpha=0.3)
     _save(fig, path)
+
+
+def _style(i: int) -> dict:
+    return {"linestyle": ("-", "--", ":", "-.")[i % 4], "marker": ("o", "s", "^", "D", "v")[i % 5],
+            "markersize": max(7 - 1.5 * (i % 4), 2.5)}
 
 
 def _empty_panel(ax, message: str) -> None:
@@ -193,12 +200,12 @@ def plot_metric_vs_time(records, datasets, tasks, path) -> None:
     for ax, dataset in zip(axes, datasets):
         key = "test_accuracy" if tasks[dataset] == "classification" else "test_rmse"
         groups = _grouped(timed, dataset, "total_seconds", key)
-        for label, (method, points) in groups.items():
+        for i, (label, (method, points)) in enumerate(groups.items()):
             x, y, _, _ = map(np.asarray, zip(*points))
             if method == "exact":
                 ax.plot(x, y, marker="*", markersize=14, linestyle="none", color="k", label=label)
             else:
-                ax.plot(x, y, marker="o", label=label)
+                ax.plot(x, y, label=label, **_style(i))
         if groups:
             ax.set_xscale("log")
             ax.legend(fontsize=8)
