@@ -21,9 +21,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from ntkfeat import _random, compat
+from ntkfeat._norms import rescale
 from ntkfeat._pytree import pytree_dataclass
 from ntkfeat.features import linear, ntk_random_features, ntk_sketch
-from ntkfeat._norms import rescale
 from ntkfeat.features.state import Features, Spec
 from ntkfeat.layers.layers import Conv, Dense, Relu, check_layers
 from ntkfeat.layers.methods import RandomFeatures, Sketch

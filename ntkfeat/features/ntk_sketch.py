@@ -25,9 +25,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from ntkfeat import _random
+from ntkfeat._norms import rescale
 from ntkfeat._pytree import pytree_dataclass
 from ntkfeat.exact.arccos import arccos_kernel0, arccos_kernel1
-from ntkfeat._norms import rescale
 from ntkfeat.features.state import Features, Spec
 from ntkfeat.layers.layers import Dense, Flatten, Relu
 from ntkfeat.layers.methods import Sketch
@@ -142,8 +142,9 @@ def normalize(nngp: jax.Array, diag: jax.Array | None, with_norm: bool = False):
 def kappa_features(params: DotProductFeatureParams, u: jax.Array, renormalize: bool) -> tuple[jax.Array, ...]:
     """Every head's features of the unit vectors u. Renormalized, each sketched degree block has
     the norm it estimates, sqrt(c_j), so each head has the norm of its polynomial at 1 (the kappa1
-    and kappa0 sketches then err with the correlation they estimate, not on their own)."""
-    return dot_product_features(params, u, heads=True, renormalize=renormalize)
+    and kappa0 sketches then err with the correlation they estimate, not on their own). u has
+    norm 1 (or 0, and then zero features whatever the target)."""
+    return dot_product_features(params, u, heads=True, renormalize=renormalize, x_norm=1.0)
 
 
 def polynomials_at_one(params: DotProductFeatureParams) -> jax.Array:

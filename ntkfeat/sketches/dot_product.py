@@ -212,14 +212,15 @@ def dot_product_features_init(
 
 
 def dot_product_features(params: DotProductFeatureParams, x: jax.Array, *, heads: bool = False,
-                         renormalize: bool = False):
+                         renormalize: bool = False, x_norm=None):
     """(..., d) -> (..., out_dim) with E <f(x), f(y)> = sum_j c_j <x, y>^j.
 
     With several heads, returns the tuple of every head's features when `heads=True` (and the
     first head's otherwise). With `renormalize`, each sketched degree-j block is rescaled to the
     norm it estimates, sqrt(c_j) |x|^j: a ratio estimate, biased by O(1/m_j), whose error
     shrinks with the angle between x and y instead of growing with |<x, y>|. Exact blocks have
-    their norms already.
+    their norms already. `x_norm`: |x| where the caller knows it (1 for unit vectors), so that
+    renormalizing takes no pass over x.
     """
     if x.shape[-1] != params.in_dim:
         raise ValueError(f"dot_product_features: last axis {x.shape[-1]} != {params.in_dim}")
@@ -239,18 +240,19 @@ def dot_product_features(params: DotProductFeatureParams, x: jax.Array, *, heads
     if params.tree is not None:
         sketched.update(poly_sketch(params.tree, x))
     sc = params.sqrt_coeffs.astype(x.dtype)
+    if renormalize and sketched and x_norm is None:
+        x_norm = jnp.linalg.norm(x, axis=-1)
     outputs = []
     for h in range(params.heads if heads else 1):
         parts = [sc[h, j] * exact[j] for j in params.head_exact[h]]
-        # The root's rows are exchangeable draws, so any m of them form a sketch of dimension m
-        # once rescaled.
-        blocks = [(sketched[j].shape[-1] / m) ** 0.5 * sketched[j][..., start : start + m]
-                  for j, start, m in params.head_slices[h]]
+        slices = params.head_slices[h]
+        blocks = [sketched[j][..., start : start + m] for j, start, m in slices]
         if renormalize and blocks:
-            norm = jnp.linalg.norm(x, axis=-1)
-            targets = jnp.stack([sc[h, j] * norm**j for j, _, _ in params.head_slices[h]], axis=-1)
-            blocks = [rescale_blocks(jnp.concatenate(blocks, axis=-1), [m for _, _, m in params.head_slices[h]], targets)]
+            targets = jnp.stack([sc[h, j] * jnp.asarray(x_norm, x.dtype) ** j for j, _, _ in slices], axis=-1)
+            blocks = [rescale_blocks(jnp.concatenate(blocks, axis=-1), [m for _, _, m in slices], targets)]
         else:
-            blocks = [sc[h, j] * b for (j, _, _), b in zip(params.head_slices[h], blocks)]
+            # The root's rows are exchangeable draws, so any m of them form a sketch of
+            # dimension m once rescaled.
+            blocks = [sc[h, j] * (sketched[j].shape[-1] / m) ** 0.5 * b for (j, _, m), b in zip(slices, blocks)]
         outputs.append(jnp.concatenate(parts + blocks, axis=-1))
     return tuple(outputs) if heads else outputs[0]
