@@ -1,4 +1,4 @@
-"""Run outputs: atomic file writes, the results table, CSV and the two plots.
+"""Run outputs: atomic file writes, the results table, CSV and the two plots, and reading a run back.
 
 Every file is written to a temporary file in the same folder and moved into place with
 `os.replace`, so a reader (or a crash) never sees half a file.
@@ -19,9 +19,10 @@ import yaml
 
 RECORD_FIELDS = (
     "dataset", "method", "label", "dim", "out_dim", "repeat", "key_seed", "n_train", "n_test", "task", "lambda",
-    "test_rmse", "test_accuracy", "test_mse", "val_score", "kernel_rel_fro", "feature_seconds", "solve_seconds",
-    "init_seconds", "solver_path", "note",
+    "test_rmse", "test_accuracy", "test_mse", "val_score", "kernel_rel_fro", "spectral_eps", "statistical_dimension",
+    "prediction_agreement", "feature_seconds", "compile_seconds", "solve_seconds", "init_seconds", "solver_path", "note",
 )
+PLOT_FILES = ("kernel_error_vs_dim.png", "metric_vs_time.png")
 
 
 def _umask() -> int:
@@ -73,22 +74,23 @@ def write_yaml(path, obj, header: str = "") -> None:
     atomic_write(path, header + yaml.safe_dump(jsonable(obj), sort_keys=False, default_flow_style=None, width=100))
 
 
-def write_csv(path, records) -> None:
+def write_csv(path, records, fields=RECORD_FIELDS) -> None:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=RECORD_FIELDS, extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for r in records:
-        writer.writerow({k: "" if r.get(k) is None else r[k] for k in RECORD_FIELDS})
+        writer.writerow({k: "" if r.get(k) is None else r[k] for k in fields})
     atomic_write(path, buf.getvalue())
 
 
 # --------------------------------------------------------------------------- table
 
-_TABLE = (  # (header, key, format)
-    ("dataset", "dataset", "{}"), ("label", "label", "{}"), ("dim", "dim", "{}"), ("out_dim", "out_dim", "{}"),
+_TABLE = (  # (header, key, format); "run" only in tables across runs (experiments.compare)
+    ("run", "run", "{}"), ("dataset", "dataset", "{}"), ("label", "label", "{}"), ("dim", "dim", "{}"), ("out_dim", "out_dim", "{}"),
     ("rep", "repeat", "{}"), ("n_train", "n_train", "{}"), ("lambda", "lambda", "{:.3g}"),
     ("rmse", "test_rmse", "{:#.4g}"), ("accuracy", "test_accuracy", "{:.4f}"), ("kernel_err", "kernel_rel_fro", "{:.4f}"),
-    ("feat_s", "feature_seconds", "{:.2f}"), ("solve_s", "solve_seconds", "{:.2f}"),
+    ("feat_s", "feature_seconds", "{:.2f}"), ("compile_s", "compile_seconds", "{:.2f}"),
+    ("solve_s", "solve_seconds", "{:.2f}"),
 )
 
 
@@ -99,7 +101,7 @@ def format_table(records) -> str:
     for r in records:
         cells.append(["-" if r.get(key) is None else fmt.format(r[key]) for _, key, fmt in columns])
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
-    left = [key in ("dataset", "label") for _, key, _ in columns]
+    left = [key in ("run", "dataset", "label") for _, key, _ in columns]
     lines = []
     for j, row in enumerate(cells):
         lines.append("  ".join(c.ljust(w) if l else c.rjust(w) for c, w, l in zip(row, widths, left)).rstrip())
@@ -192,18 +194,32 @@ def _empty_panel(ax, message: str) -> None:
     ax.set_yticks([])
 
 
+def steady_seconds(record) -> float | None:
+    """feature_seconds - compile_seconds + solve_seconds: a run's time without compiling its feature map.
+
+    compile_seconds is the first feature batch's time beyond the mean of the others (0 where it
+    cannot be estimated, and for exact kernel ridge; absent in results written before it existed).
+    """
+    if record.get("feature_seconds") is None or record.get("solve_seconds") is None:
+        return None
+    return record["feature_seconds"] - (record.get("compile_seconds") or 0.0) + record["solve_seconds"]
+
+
 def plot_metric_vs_time(records, datasets, tasks, path) -> None:
-    """Test RMSE (regression) or accuracy (classification) against feature + solve seconds."""
-    timed = [dict(r, total_seconds=r["feature_seconds"] + r["solve_seconds"]) for r in records
-             if r.get("feature_seconds") is not None and r.get("solve_seconds") is not None]
+    """Test RMSE (regression) or accuracy (classification) against steady-state seconds
+    (`steady_seconds`: feature + solve seconds without the feature map's compilation)."""
+    timed = [dict(r, steady_seconds=steady_seconds(r)) for r in records if steady_seconds(r) is not None]
     fig, axes = _panels(len(datasets))
     for ax, dataset in zip(axes, datasets):
         key = "test_accuracy" if tasks[dataset] == "classification" else "test_rmse"
-        groups = _grouped(timed, dataset, "total_seconds", key)
+        groups = _grouped(timed, dataset, "steady_seconds", key)
+        exact = 0
         for i, (label, (method, points)) in enumerate(groups.items()):
             x, y, _, _ = map(np.asarray, zip(*points))
-            if method == "exact":
-                ax.plot(x, y, marker="*", markersize=14, linestyle="none", color="k", label=label)
+            if method == "exact":  # a star; more than one (runs compared): other markers and colours
+                ax.plot(x, y, marker=("*", "P", "X", "h", "p")[exact % 5], markersize=14 if exact % 5 == 0 else 10,
+                        linestyle="none", label=label, **({"color": "k"} if exact == 0 else {}))
+                exact += 1
             else:
                 ax.plot(x, y, label=label, **_style(i))
         if groups:
@@ -212,7 +228,49 @@ def plot_metric_vs_time(records, datasets, tasks, path) -> None:
         else:
             _empty_panel(ax, "no test results (solver: null)")
         ax.set_title(dataset)
-        ax.set_xlabel("feature + solve seconds")
+        ax.set_xlabel("steady-state seconds: features + solve (no compile)")
         ax.set_ylabel("test accuracy" if key == "test_accuracy" else "test RMSE (original units)")
         ax.grid(True, which="both", alpha=0.3)
     _save(fig, path)
+
+
+def plot_run(records, datasets, tasks, folder) -> list:
+    """Both plots of a run (PLOT_FILES) into `folder`; returns their paths.
+
+    datasets: the panel titles in order (dataset labels); tasks: {dataset: 'regression' | 'classification'}.
+    """
+    folder = pathlib.Path(folder)
+    paths = [folder / name for name in PLOT_FILES]
+    plot_kernel_error(records, datasets, paths[0])
+    plot_metric_vs_time(records, datasets, tasks, paths[1])
+    return paths
+
+
+# --------------------------------------------------------------------------- reading runs back
+
+
+def load_run(path) -> dict:
+    """A run's results.json (`path`: the run folder or the file itself) as a dict."""
+    path = pathlib.Path(path)
+    file = path / "results.json" if path.is_dir() else path
+    if not file.is_file():
+        raise FileNotFoundError(f"{path}: no results.json (not a run folder of experiments.run)")
+    try:
+        return json.loads(file.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{file}: not valid JSON: {e}") from None
+
+
+def datasets_and_tasks(result: dict) -> tuple:
+    """(dataset labels in run order, {label: task}) from a results.json dict (its `datasets`
+    metadata, else its records)."""
+    labels, tasks = [], {}
+    for info in result.get("datasets") or []:
+        if info["label"] not in tasks:
+            labels.append(info["label"])
+            tasks[info["label"]] = info.get("task") or "regression"
+    for r in result.get("records", []):
+        if r["dataset"] not in tasks:
+            labels.append(r["dataset"])
+            tasks[r["dataset"]] = r.get("task") or "regression"
+    return labels, tasks

@@ -6,7 +6,12 @@ TensorFlow through `neural_tangents.experimental`. The moved names still live un
 `jax._src`; aliasing them before the first import, and registering an empty
 `neural_tangents.experimental`, is enough for `stax`, `nt.batch` and the empirical kernels.
 
-Use `neural_tangents()` instead of `import neural_tangents` anywhere in this package.
+`import ntkfeat` calls `patch_jax()`, so `import ntkfeat, neural_tangents` works in user code.
+Use `neural_tangents()` instead of `import neural_tangents` anywhere in this package: when
+neural-tangents is missing it raises an ImportError that names the install command.
+
+neural-tangents is not a dependency of the ntkfeat distribution (its metadata pulls in
+TensorFlow); it is installed in one step, without its dependencies: `NT_INSTALL`.
 """
 
 from __future__ import annotations
@@ -26,6 +31,9 @@ _CORE_NAMES = (
     "Var",
     "eval_context",
 )
+
+NT_VERSION = "0.6.5"
+NT_INSTALL = f"pip install --no-deps neural-tangents=={NT_VERSION} frozendict"
 
 _patched = False
 
@@ -67,8 +75,15 @@ def patch_jax() -> None:
 def neural_tangents():
     """Returns the `neural_tangents` module, importing it on current JAX if needed."""
     patch_jax()
-    import neural_tangents as nt
-
+    try:
+        import neural_tangents as nt
+    except ModuleNotFoundError as e:
+        if e.name not in ("neural_tangents", "frozendict"):
+            raise
+        raise ImportError(
+            f"ntkfeat needs neural-tangents {NT_VERSION} for exact kernels (kernel_fn, Nystrom, gradient "
+            f"features), but {e.name} is not installed. Install it without its TensorFlow dependency:\n"
+            f"    {NT_INSTALL}") from e
     return nt
 
 

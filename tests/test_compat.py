@@ -30,3 +30,22 @@ def test_patch_is_idempotent():
     import jax.core
 
     assert hasattr(jax.core, "Jaxpr")
+
+
+def test_import_ntkfeat_patches_jax_for_neural_tangents():
+    # A fresh interpreter: `import ntkfeat` alone makes a plain `import neural_tangents` work.
+    for code in ("import ntkfeat, neural_tangents; from neural_tangents import stax; print(stax.Relu is not None)",
+                 "import ntkfeat\nimport neural_tangents\nprint(neural_tangents.stax.Dense is not None)"):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == "True"
+
+
+def test_missing_neural_tangents_names_the_install_command(monkeypatch):
+    import pytest
+
+    monkeypatch.setitem(sys.modules, "neural_tangents", None)  # `import neural_tangents` fails as if absent
+    with pytest.raises(ImportError) as info:
+        compat.neural_tangents()
+    assert compat.NT_INSTALL in str(info.value)
+    assert compat.NT_INSTALL == "pip install --no-deps neural-tangents==0.6.5 frozendict"
