@@ -3,14 +3,20 @@
 Which closed form a run uses (recorded as `solver_path`):
 
 - 'dual': the training features fit in memory (at most IN_MEMORY_BYTES) and are fewer rows than
-  columns, or the selection is k-fold: `select_lambda` + `fit_ridge` on the in-memory features
-  (n x n algebra when n < m).
-- 'gram': otherwise (hold-out only): float64 Gram statistics of the train and validation parts
-  accumulated batch by batch (`gram_from_batches`), `select_lambda_gram`, then `fit_ridge_gram`
-  on their sum. Only the m x m statistics (and, for accuracy, the validation features) are held.
+  columns (fewer than the hold-out's fitting part for holdout), or the selection is k-fold or
+  LOO (which need the rows): `select_lambda` + `fit_ridge` on the in-memory features (n x n
+  algebra when n < m, m x m otherwise).
+- 'gram': otherwise (holdout or gcv): float64 Gram statistics accumulated batch by batch
+  (`gram_from_batches`), `select_lambda_gram`, then `fit_ridge_gram`. Holdout keeps the train and
+  validation parts' statistics apart and refits on their sum; GCV needs one state of all rows.
+  Only the m x m statistics (and, for holdout with accuracy, the validation features) are held.
 - 'iterative' (solver.iterative): `fit_ridge_iterative` (optax) over streamed batches, for each
   lambda on the hold-out train part, then on all rows with the best one.
 - 'kernel': exact kernel ridge (`select_lambda_kernel`, `kernel_ridge_fit`).
+
+One selection rule for the exact kernel and every feature method: solver.selection (with the same
+val_fraction, folds and seed) goes unchanged to `select_lambda_kernel`, `select_lambda` and
+`select_lambda_gram`. GCV and LOO rank lambdas by the (one-hot) regression MSE, also for classes.
 
 The default lambda grid is `default_lambdas(trace(Z^T Z), m)` over all training rows for every
 feature path, so that paths differ only in how they search it.
@@ -33,6 +39,14 @@ class Fit(NamedTuple):
     val_score: float | None  # the chosen lambda's validation mse or accuracy
     path: str
     predict: Callable  # features (b, m) -> predictions (b, k), NumPy float64
+    note: str | None = None  # set when the selected lambda could not be refitted (see `_refit`)
+
+
+class KernelFit(NamedTuple):
+    lam: float
+    val_score: float
+    alpha: np.ndarray  # (n, k) dual coefficients
+    note: str | None = None
 
 
 class TestScores(NamedTuple):
@@ -52,13 +66,16 @@ def choose_path(n: int, m: int, solver: dict) -> str:
     if solver["iterative"]:
         return "iterative"
     fits = n * m * 4 <= IN_MEMORY_BYTES
-    n_part = n - min(max(int(round(solver["val_fraction"] * n)), 1), n - 1)
-    if solver["selection"] == "kfold":
+    selection = solver["selection"]
+    if selection in ("kfold", "loo"):
         if not fits:
-            raise ValueError(f"k-fold selection keeps the ({n}, {m}) training features in memory "
-                             f"({n * m * 4 / 2**30:.1f} GiB > {IN_MEMORY_BYTES / 2**30:.0f} GiB); use "
-                             "solver.selection: holdout, which streams them")
+            raise ValueError(f"{'k-fold' if selection == 'kfold' else 'LOO'} selection keeps the ({n}, {m}) training "
+                             f"features in memory ({n * m * 4 / 2**30:.1f} GiB > {IN_MEMORY_BYTES / 2**30:.0f} GiB); "
+                             "use solver.selection: holdout (or gcv), which stream them")
         return "dual"
+    if selection == "gcv":
+        return "dual" if fits and n < m else "gram"
+    n_part = n - min(max(int(round(solver["val_fraction"] * n)), 1), n - 1)
     return "dual" if fits and n_part < m else "gram"
 
 
@@ -73,8 +90,36 @@ def _lambdas(solver: dict, trace: float, m: int) -> np.ndarray:
     return solvers.default_lambdas(trace, m)
 
 
-def _chosen_score(selection: solvers.LambdaSelection) -> float:
-    return float(selection.scores[np.flatnonzero(np.asarray(selection.lambdas) == selection.lam)[0]])
+def _refit(selection: solvers.LambdaSelection, fit: Callable, rule: str):
+    """(lam, score, fit(lam), note) at the selected lambda or, when the solve there is refused as
+    numerically singular, at the best-scored lambda whose solve succeeds (ties: the larger).
+
+    A float32-accurate kernel is off by ~1e-7 relative, and more near correlation 1 (duplicated
+    rows): its smallest eigenvalues can be negative, e.g. -5e-3 for the exact NTK of 2,000
+    protein rows with a max diagonal of 150, and then K + lam I has no Cholesky factor for lam
+    below that. The eigendecomposition-based selection clips such eigenvalues at 0 and may prefer
+    such a lambda (gcv and loo favour the smallest lambdas on duplicated rows); the note says so.
+    """
+    lambdas, scores = np.asarray(selection.lambdas), np.asarray(selection.scores)
+    sign = -1.0 if selection.metric == "accuracy" else 1.0
+    order = sorted(range(len(lambdas)), key=lambda i: (sign * scores[i], -lambdas[i]))
+    skipped = []
+    for i in order:
+        lam = float(lambdas[i])
+        try:
+            result = fit(lam)
+        except ValueError as e:
+            if "not numerically positive definite" not in str(e):
+                raise
+            skipped.append(lam)
+            continue
+        note = None
+        if skipped:
+            note = (f"{rule} chose lambda {skipped[0]:.3g}, where the refit is numerically singular (the matrix's "
+                    f"roundoff exceeds lambda); refit at the best solvable lambda {lam:.3g}")
+        return lam, float(scores[i]), result, note
+    raise ValueError(f"the refit is numerically singular at every lambda of the grid ({lambdas.min():.3g} to "
+                     f"{lambdas.max():.3g}); give larger solver.lambdas")
 
 
 def fit_features(stream: Callable, y: np.ndarray, m: int, solver: dict, metric: str, seed: int) -> Fit:
@@ -96,8 +141,15 @@ def fit_features(stream: Callable, y: np.ndarray, m: int, solver: dict, metric: 
         lambdas = _lambdas(solver, float(jnp.sum(jnp.square(z.astype(jnp.float32)))), m)
         sel = solvers.select_lambda(z, y, lambdas, method=solver["selection"], val_fraction=solver["val_fraction"],
                                     folds=solver["folds"], seed=seed, metric=metric)
-        model = solvers.fit_ridge(z, y, sel.lam)
-        return Fit(sel.lam, _chosen_score(sel), path, _linear(model.weights))
+        lam, score, model, note = _refit(sel, lambda lam: solvers.fit_ridge(z, y, lam), solver["selection"])
+        return Fit(lam, score, path, _linear(model.weights), note)
+
+    if solver["selection"] == "gcv":  # one state of all rows; GCV needs no hold-out part
+        state = solvers.gram_from_batches((phi, y[s:s + len(phi)]) for s, phi in stream(None, "train features"))
+        lambdas = _lambdas(solver, float(np.trace(state.ztz)), m)
+        sel = solvers.select_lambda_gram(state, None, lambdas, metric=metric, method="gcv")
+        lam, score, model, note = _refit(sel, lambda lam: solvers.fit_ridge_gram(state, lam), "gcv")
+        return Fit(lam, score, path, _linear(model.weights), note)
 
     (train, val), = solvers.validation_splits(n, "holdout", val_fraction=solver["val_fraction"], seed=seed)
     if path == "iterative":
@@ -114,8 +166,9 @@ def fit_features(stream: Callable, y: np.ndarray, m: int, solver: dict, metric: 
         val_batches, val_state = None, solvers.gram_from_batches(pairs(val, "validation features"))
     lambdas = _lambdas(solver, float(np.trace(train_state.ztz) + np.trace(val_state.ztz)), m)
     sel = solvers.select_lambda_gram(train_state, val_batches or val_state, lambdas, metric=metric)
-    model = solvers.fit_ridge_gram(solvers.gram_merge(train_state, val_state), sel.lam)
-    return Fit(sel.lam, _chosen_score(sel), path, _linear(model.weights))
+    state = solvers.gram_merge(train_state, val_state)
+    lam, score, model, note = _refit(sel, lambda lam: solvers.fit_ridge_gram(state, lam), "holdout")
+    return Fit(lam, score, path, _linear(model.weights), note)
 
 
 def _fit_iterative(stream, y, m, solver, metric, seed, train, val) -> Fit:
@@ -146,12 +199,13 @@ def _fit_iterative(stream, y, m, solver, metric, seed, train, val) -> Fit:
     return Fit(lam, score, "iterative", _linear(fit(order, lam)))
 
 
-def fit_kernel(k_train: np.ndarray, y: np.ndarray, solver: dict, metric: str, seed: int):
-    """Exact kernel ridge: (lambda, validation score, alpha (n, k))."""
+def fit_kernel(k_train: np.ndarray, y: np.ndarray, solver: dict, metric: str, seed: int) -> KernelFit:
+    """Exact kernel ridge: KernelFit(lambda, validation score, alpha (n, k), note), lambda by the
+    same rule (solver.selection) as `fit_features`."""
     sel = solvers.select_lambda_kernel(k_train, y, solver["lambdas"], method=solver["selection"],
                                        val_fraction=solver["val_fraction"], folds=solver["folds"], seed=seed,
                                        metric=metric)
-    return sel.lam, _chosen_score(sel), solvers.kernel_ridge_fit(k_train, y, sel.lam)
+    return KernelFit(*_refit(sel, lambda lam: solvers.kernel_ridge_fit(k_train, y, lam), solver["selection"]))
 
 
 def score_batches(pairs) -> TestScores:

@@ -157,8 +157,8 @@ def test_lam_zero_least_squares_and_min_norm():
 def test_one_output_vector_targets():
     z, y = problem(40, 5, 1, seed=6)
     model = S.fit_ridge(z, y[:, 0], 1.0)
-    assert model.weights.shape == (5, 1)
-    np.testing.assert_allclose(model.weights, ridge_reference(z, y, 1.0), rtol=CLOSED_FORM_RTOL)
+    assert model.weights.shape == (5,)
+    np.testing.assert_allclose(model.weights, ridge_reference(z, y, 1.0)[:, 0], rtol=CLOSED_FORM_RTOL)
 
 
 @pytest.mark.parametrize("jit", [False, True])
@@ -413,7 +413,20 @@ def test_errors_empty_and_options():
     with pytest.raises(ValueError, match="metric"):
         S.select_lambda(z, y, metric="r2")
     with pytest.raises(ValueError, match="method"):
-        S.select_lambda(z, y, method="loo")
+        S.select_lambda(z, y, method="bootstrap")
+    with pytest.raises(ValueError, match="'gcv' and 'loo' use every row"):
+        S.validation_splits(20, "gcv")
+    state = S.gram_from_batches([(z, y)])
+    with pytest.raises(ValueError, match="exact LOO needs the rows"):
+        S.select_lambda_gram(state, method="loo")
+    with pytest.raises(ValueError, match="k-fold needs the rows"):
+        S.select_lambda_gram(state, method="kfold")
+    with pytest.raises(ValueError, match="pass val=None"):
+        S.select_lambda_gram(state, state, method="gcv")
+    with pytest.raises(ValueError, match="needs validation statistics"):
+        S.select_lambda_gram(state)
+    with pytest.raises(ValueError, match="vector targets"):
+        S.gram_merge(S.gram_from_batches([(z, y[:, 0])]), S.gram_from_batches([(z, y[:, :1])]))
     with pytest.raises(ValueError, match="form"):
         S.fit_ridge(z, y, 1.0, form="svd")
     with pytest.raises(ValueError, match="val_fraction"):
@@ -435,3 +448,235 @@ def test_errors_empty_and_options():
         S.one_hot_targets(np.array([0, 0]), 1)
     with pytest.raises(TypeError, match="integers"):
         S.one_hot_targets(np.array([0.0, 1.0]), 2)
+
+
+# --- GCV and exact leave-one-out ----------------------------------------------------------------
+
+
+def brute_force_loo(a, y, lam, kernel):
+    """Mean over rows and outputs of squared leave-one-out errors, refitting n times.
+
+    kernel=True: a is an (n, n) kernel, kernel ridge; else a is (n, m) features, primal ridge."""
+    a, y = np.asarray(a, np.float64), np.asarray(y, np.float64)
+    n = len(y)
+    sse = 0.0
+    for i in range(n):
+        keep = np.arange(n) != i
+        if kernel:
+            k = a[keep][:, keep]
+            p = a[i, keep] @ np.linalg.lstsq(k + lam * np.eye(n - 1), y[keep], rcond=None)[0]
+        else:
+            z = a[keep]
+            p = a[i] @ np.linalg.lstsq(z.T @ z + lam * np.eye(a.shape[1]), z.T @ y[keep], rcond=None)[0]
+        sse += np.sum((p - y[i]) ** 2)
+    return sse / (n * y.shape[1])
+
+
+def direct_gcv(hat, y):
+    """n |Y - H Y|^2 / (n - tr H)^2 per output, from the dense hat matrix."""
+    y = np.asarray(y, np.float64)
+    n = len(y)
+    return n * np.sum((y - hat @ y) ** 2) / (n - np.trace(hat)) ** 2 / y.shape[1]
+
+
+def kernel_hat(k, lam):
+    return k @ np.linalg.inv(k + lam * np.eye(len(k)))
+
+
+@pytest.mark.parametrize("m", [8, 50], ids=["n>m", "n<m"])
+def test_loo_and_gcv_equal_refitting_and_the_dense_hat_matrix(m):
+    z, y = problem(30, m, 2, seed=21, noise=1.0)
+    z64 = z.astype(np.float64)
+    k = z64 @ z64.T
+    lambdas = np.array([0.05, 1.0, 20.0, 400.0])
+    loo = [brute_force_loo(k, y, lam, kernel=True) for lam in lambdas]
+    gcv = [direct_gcv(kernel_hat(k, lam), y) for lam in lambdas]
+    np.testing.assert_allclose(loo, [brute_force_loo(z, y, lam, kernel=False) for lam in lambdas], rtol=1e-7)
+    results = {
+        "kernel": lambda method: S.select_lambda_kernel(k, y, lambdas, method=method),
+        "dual": lambda method: S.select_lambda(z, y, lambdas, method=method, form="dual"),
+        "primal": lambda method: S.select_lambda(z, y, lambdas, method=method, form="primal"),
+    }
+    for name, select in results.items():
+        sel = select("loo")
+        np.testing.assert_allclose(sel.scores, loo, rtol=1e-7, err_msg=name)
+        assert sel.lam == lambdas[np.argmin(loo)] and sel.metric == "mse"
+        sel = select("gcv")
+        np.testing.assert_allclose(sel.scores, gcv, rtol=1e-7, err_msg=name)
+        assert sel.lam == lambdas[np.argmin(gcv)]
+    # GCV from streamed Gram statistics: all rows, no hold-out part
+    state = S.gram_from_batches([(z[:11], y[:11]), (z[11:], y[11:])])
+    np.testing.assert_allclose(S.select_lambda_gram(state, None, lambdas, method="gcv").scores, gcv, rtol=1e-7)
+
+
+def test_gcv_and_loo_at_lam_zero_are_the_limit():
+    """lam = 0: the limit lam -> 0+. A positive definite kernel gives the classic interpolation LOO
+    [K^-1 y]_i / [K^-1]_ii (refitting with lam = 0 agrees) and a finite GCV equal to GCV at a tiny
+    lam; a singular kernel (the linear kernel of n > m features) gives least squares' LOO and GCV,
+    the same as the primal form at lam = 0."""
+    z, y = problem(25, 40, 2, seed=22)  # n < m: K = Z Z^T positive definite
+    k = z.astype(np.float64) @ z.astype(np.float64).T
+    tiny = 1e-9 * np.trace(k) / 25
+    sel = S.select_lambda_kernel(k, y, [0.0, tiny], method="loo")
+    assert sel.scores[0] == pytest.approx(brute_force_loo(k, y, 0.0, kernel=True), rel=1e-6)
+    sel = S.select_lambda_kernel(k, y, [0.0, tiny], method="gcv")
+    assert np.isfinite(sel.scores[0]) and sel.scores[0] == pytest.approx(sel.scores[1], rel=1e-5)
+    assert sel.scores[0] == pytest.approx(direct_gcv(kernel_hat(k, tiny), y), rel=1e-4)
+
+    z, y = problem(40, 6, 2, seed=23, noise=1.0)  # n > m: K = Z Z^T has rank 6
+    k = z.astype(np.float64) @ z.astype(np.float64).T
+    hat = z.astype(np.float64) @ np.linalg.pinv(z.astype(np.float64))  # least squares' projection
+    for method, expected in [("loo", brute_force_loo(z, y, 0.0, kernel=False)), ("gcv", direct_gcv(hat, y))]:
+        for sel in (S.select_lambda_kernel(k, y, [0.0, 1.0], method=method),
+                    S.select_lambda(z, y, [0.0, 1.0], method=method, form="primal"),
+                    S.select_lambda(z, y, [0.0, 1.0], method=method, form="dual")):
+            assert sel.scores[0] == pytest.approx(expected, rel=1e-6), method
+    state = S.gram_from_batches([(z, y)])
+    assert S.select_lambda_gram(state, lambdas=[0.0], method="gcv").scores[0] == pytest.approx(direct_gcv(hat, y),
+                                                                                              rel=1e-6)
+
+
+def test_gcv_and_loo_find_the_interior_optimum_and_score_mse_for_classes():
+    """The Bayesian problem of test_select_lambda_finds_interior_optimum (lam* = 100)."""
+    rng = np.random.RandomState(9)
+    n, m, k, sigma, tau = 150, 80, 4, 1.0, 0.1
+    z = rng.randn(n, m).astype(np.float32)
+    y = (z @ (tau * rng.randn(m, k)) + sigma * rng.randn(n, k)).astype(np.float32)
+    for method in ("gcv", "loo"):
+        sel = S.select_lambda(z, y, method=method)
+        assert 100 / 5 < sel.lam < 100 * 5, method
+    # classification: GCV and LOO rank lambdas by the one-hot regression's MSE
+    zc, labels = clusters(90, 16, 3, seed=11)
+    yc = S.one_hot_targets(labels, 3)
+    for method in ("gcv", "loo"):
+        a = S.select_lambda(zc, yc, method=method, metric="accuracy")
+        b = S.select_lambda(zc, yc, method=method, metric="mse")
+        assert a.metric == "mse" and a.lam == b.lam
+        np.testing.assert_array_equal(a.scores, b.scores)
+
+
+# --- vector targets keep their shape -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("form", ["auto", "primal", "dual"])
+def test_vector_target_fit_ridge_and_predict(form):
+    z, y = problem(30, 12, 1, seed=24)
+    vector = S.fit_ridge(z, y[:, 0], 0.5, form)
+    matrix = S.fit_ridge(z, y, 0.5, form)
+    assert vector.weights.shape == (12,) and matrix.weights.shape == (12, 1)
+    np.testing.assert_array_equal(vector.weights, matrix.weights[:, 0])
+    for zz in (z, jnp.asarray(z)):
+        pred = S.predict(vector, zz)
+        assert pred.shape == (30,)
+        np.testing.assert_allclose(pred, np.asarray(S.predict(matrix, zz))[:, 0], rtol=1e-6)
+    # the silent (n, n) broadcast that a (n, 1) prediction invited is gone
+    assert np.mean((S.predict(vector, z) - y[:, 0]) ** 2).shape == ()
+    jitted = jax.jit(S.predict)(vector, jnp.asarray(z))
+    assert jitted.shape == (30,)
+    np.testing.assert_array_equal(S.ridge_primal(z.T.astype(np.float64) @ z, z.T.astype(np.float64) @ y[:, 0], 0.5),
+                                  S.ridge_primal(z.T.astype(np.float64) @ z, z.T.astype(np.float64) @ y, 0.5)[:, 0])
+    assert S.ridge_dual(z, y[:, 0], 0.5).shape == (12,)
+
+
+def test_vector_target_kernel_ridge():
+    z, y = problem(30, 12, 1, seed=25)
+    z_test, _ = problem(6, 12, 1, seed=26)
+    k = z.astype(np.float64) @ z.astype(np.float64).T
+    k_test = z_test.astype(np.float64) @ z.astype(np.float64).T
+    alpha = S.kernel_ridge_fit(k, y[:, 0], 0.3)
+    alpha2 = S.kernel_ridge_fit(k, y, 0.3)
+    assert alpha.shape == (30,) and alpha2.shape == (30, 1)
+    np.testing.assert_array_equal(alpha, alpha2[:, 0])
+    pred = S.kernel_ridge_predict(k_test, alpha)
+    assert pred.shape == (6,)
+    np.testing.assert_allclose(pred, S.kernel_ridge_predict(k_test, alpha2)[:, 0], rtol=1e-12)
+    out = jax.jit(S.kernel_ridge_predict)(jnp.asarray(k_test, jnp.float32), jnp.asarray(alpha, jnp.float32))
+    assert out.shape == (6,)
+    np.testing.assert_allclose(out, pred, rtol=1e-4, atol=1e-4)
+
+
+def test_vector_target_gram_statistics():
+    z, y = problem(50, 7, 1, seed=27)
+    v = y[:, 0]
+    batches = [(z[:20], v[:20]), (z[20:], v[20:])]
+    state = S.gram_from_batches(batches)
+    matrix = S.gram_from_batches([(z[:20], y[:20]), (z[20:], y[20:])])
+    assert state.zty.shape == (7,) and state.yty.shape == () and state.vector and not matrix.vector
+    assert state.num_outputs == matrix.num_outputs == 1
+    np.testing.assert_array_equal(state.zty, matrix.zty[:, 0])
+    assert float(state.yty) == float(matrix.yty[0])
+    fit = S.fit_ridge_gram(state, 0.7)
+    assert fit.weights.shape == (7,) and S.predict(fit, z).shape == (50,)
+    np.testing.assert_array_equal(fit.weights, S.fit_ridge_gram(matrix, 0.7).weights[:, 0])
+    stepwise = S.gram_init(7)  # k=None: vector statistics
+    for zb, yb in batches:
+        stepwise = S.gram_update(stepwise, zb, yb)
+    for a, b in zip(stepwise, state):
+        np.testing.assert_allclose(a, b, rtol=1e-13)
+    merged = S.gram_merge(S.gram_from_batches(batches[:1]), S.gram_from_batches(batches[1:]))
+    for a, b in zip(merged, state):
+        np.testing.assert_allclose(a, b, rtol=1e-13)
+    # selection from vector statistics equals that from (n, 1) statistics
+    (train, val), = S.validation_splits(50, "holdout", val_fraction=0.3)
+    lambdas = np.logspace(-2, 3, 6)
+    tv, tm = S.gram_from_batches([(z[train], v[train])]), S.gram_from_batches([(z[train], y[train])])
+    vv, vm = S.gram_from_batches([(z[val], v[val])]), S.gram_from_batches([(z[val], y[val])])
+    np.testing.assert_allclose(S.select_lambda_gram(tv, vv, lambdas).scores,
+                               S.select_lambda_gram(tm, vm, lambdas).scores, rtol=1e-12)
+    np.testing.assert_allclose(S.select_lambda_gram(tv, [(z[val], v[val])], lambdas).scores,
+                               S.select_lambda_gram(tm, vm, lambdas).scores, rtol=1e-8)
+    np.testing.assert_allclose(S.select_lambda_gram(state, method="gcv").scores,
+                               S.select_lambda_gram(matrix, method="gcv").scores, rtol=1e-12)
+
+
+def test_vector_target_iterative():
+    z, y = problem(64, 6, 1, seed=28)
+    vector = S.fit_ridge_iterative(batches_of(z, y[:, 0], 16), 6, 1, 2.0, steps=20, learning_rate=0.05)
+    matrix = S.fit_ridge_iterative(batches_of(z, y, 16), 6, 1, 2.0, steps=20, learning_rate=0.05)
+    assert vector.model.weights.shape == (6,) and matrix.model.weights.shape == (6, 1)
+    np.testing.assert_array_equal(vector.model.weights, matrix.model.weights[:, 0])
+    np.testing.assert_array_equal(vector.losses, matrix.losses)
+    assert S.predict(vector.model, z).shape == (64,)
+    warm = S.fit_ridge_iterative(batches_of(z, y[:, 0], 16), 6, 1, 2.0, steps=1, weights=vector.model.weights)
+    assert warm.model.weights.shape == (6,)
+
+
+def test_tiny_lambda_on_duplicated_rows_with_a_large_diagonal_is_solved():
+    """Duplicated rows make K singular; with lam > 0, K + lam I is positive definite and every
+    Cholesky pivot is >= lam, even when lam / K_ii ~ 1e-13 (rows of norm ~300): solved, not refused
+    as singular (lam = 0 still is)."""
+    rng = np.random.RandomState(29)
+    x = rng.randn(30, 4)
+    x[:3] *= 300.0
+    x[3] = x[0]  # a duplicate of a large row
+    k = (x @ x.T + 1.0) ** 2
+    y = rng.randn(30)
+    lam = 1e-13 * np.max(np.diag(k))
+    alpha = S.kernel_ridge_fit(k, y, lam)
+    residual = (k + lam * np.eye(30)) @ alpha - y
+    assert np.linalg.norm(residual) < 1e-3 * np.linalg.norm(y)
+    with pytest.raises(ValueError, match="not numerically positive definite"):
+        S.kernel_ridge_fit(k, y, 0.0)
+
+
+def test_runner_refit_skips_lambdas_below_the_kernels_roundoff():
+    """experiments.fitting refits at the selected lambda, or at the best one whose solve succeeds:
+    a kernel with float32-sized errors can have a negative eigenvalue (here -1e-3), and K + lam I
+    then has no Cholesky factor for lam below it."""
+    from experiments import fitting
+
+    rng = np.random.RandomState(30)
+    x = rng.randn(20, 3)
+    s, u = np.linalg.eigh(x @ x.T + 1.0)
+    k = u @ np.diag(np.r_[-1e-3, s[1:]]) @ u.T  # rank 4 plus one negative roundoff eigenvalue
+    y = rng.randn(20, 1)
+    sel = S.LambdaSelection(1e-6, np.array([1e-6, 1.0, 10.0]), np.array([0.1, 0.3, 0.2]), "mse")
+    lam, score, alpha, note = fitting._refit(sel, lambda lam: S.kernel_ridge_fit(k, y, lam), "gcv")
+    assert (lam, score) == (10.0, 0.2) and "gcv chose lambda 1e-06" in note
+    np.testing.assert_allclose(alpha, np.linalg.solve(k + 10.0 * np.eye(20), y), rtol=1e-10)
+    lam, _, _, note = fitting._refit(sel._replace(lam=10.0, scores=np.array([0.3, 0.3, 0.1])),
+                                     lambda lam: S.kernel_ridge_fit(k, y, lam), "loo")
+    assert lam == 10.0 and note is None
+    with pytest.raises(ValueError, match="every lambda"):
+        fitting._refit(sel._replace(lambdas=np.array([0.0, 1e-6, 1e-5])), lambda lam: S.kernel_ridge_fit(k, y, lam),
+                       "gcv")

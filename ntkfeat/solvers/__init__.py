@@ -4,10 +4,12 @@
     sel = select_lambda(z, y, metric='accuracy')           # one eigendecomposition per fold
     model = fit_ridge(z, y, sel.lam)                       # primal or dual, float64 Cholesky
     accuracy(predict(model, z_test), labels_test)
+    sel = select_lambda(z, y_reg, method='gcv')            # or 'loo', 'kfold': one eigendecomposition
 
     # any n: statistics accumulated over streamed batches
     state = gram_from_batches((f, y[s:s + len(f)]) for s, f in nf.iterate_features(params, x))
-    model = fit_ridge_gram(state, lam)
+    sel = select_lambda_gram(state, method='gcv')          # no hold-out part needed
+    model = fit_ridge_gram(state, sel.lam)
 
     # exact kernel ridge, the reference at moderate n
     alpha = kernel_ridge_fit(k_train, y, lam); kernel_ridge_predict(k_test_train, alpha)
@@ -20,6 +22,10 @@ feature dtype, computed by JAX on its default device with 64-bit mode enabled on
 calls (`jax.enable_x64` as a context), and returned as NumPy float64 (states, weights, alphas).
 `predict`, `kernel_ridge_predict`, `one_hot_targets`, `accuracy` and `ridge_objective` are plain
 array functions: NumPy in gives NumPy float64 out, JAX in (also under jit) gives JAX out.
+
+Shapes: outputs keep the target's shape. A vector target y (n,) gives weights (m,), alpha (n,)
+and predictions (n,) (`fit_ridge`, `fit_ridge_gram` on statistics of vector batches,
+`kernel_ridge_fit`, `fit_ridge_iterative`); Y (n, k) gives (m, k), (n, k) and (n, k).
 """
 
 from ntkfeat.solvers.iterative import IterativeFit, fit_ridge_iterative, ridge_objective

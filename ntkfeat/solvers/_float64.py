@@ -59,6 +59,9 @@ def transpose_times(a, b):
 # A Cholesky pivot L_ii^2 below this fraction of its diagonal entry A_ii + lam means the column
 # is a linear combination of the previous ones up to roundoff (a duplicated feature gives ~1e-16):
 # the solve would return roundoff-amplified weights, so it is reported as singular instead.
+# With lam > 0 and A positive semi-definite every pivot is at least lam in exact arithmetic, so a
+# pivot of at least lam / 2 is lam's doing, not roundoff's: accepted whatever its ratio (duplicated
+# rows of a kernel with a large diagonal, A_ii ~ 1e4, at lam ~ 1e-8 have ratios near 1e-12).
 SINGULAR_PIVOT = 1e-12
 
 
@@ -68,14 +71,16 @@ def regularized_solve(a, b, lam):
 
     Returns:
       (solution, singular): singular is True when A + lam I is not numerically positive
-      definite (some pivot ratio L_ii^2 / (A_ii + lam) < SINGULAR_PIVOT, or NaN from a failed
-      factorization), as for lam = 0 with a rank-deficient A; callers turn it into an error.
+      definite (some pivot L_ii^2 below both SINGULAR_PIVOT (A_ii + lam) and lam / 2, or NaN
+      from a failed factorization), as for lam = 0 with a rank-deficient A; callers turn it into
+      an error.
     """
     a = _f64(a)
     a = a + lam * jnp.eye(a.shape[0], dtype=a.dtype)
     factor = jax.scipy.linalg.cho_factor(a, lower=True)
-    pivots = jnp.diagonal(factor[0]) ** 2 / jnp.diagonal(a)
-    singular = ~jnp.all(pivots >= SINGULAR_PIVOT)  # also catches NaN
+    squares = jnp.diagonal(factor[0]) ** 2
+    ok = (squares / jnp.diagonal(a) >= SINGULAR_PIVOT) | ((lam > 0) & (squares >= 0.5 * lam))
+    singular = ~jnp.all(ok)  # also catches NaN (every comparison with NaN is False)
     return jax.scipy.linalg.cho_solve(factor, _f64(b)), singular
 
 
@@ -157,5 +162,131 @@ def path_sse_from_moments(s, u, b, val_gram, val_cross, val_yty, lams):
     def one(lam):
         d = _inverse_shift(s, lam)
         return jnp.maximum(d @ quad @ d - 2.0 * d @ lin + total, 0.0)
+
+    return jax.lax.map(one, _f64(lams))
+
+
+# --------------------------------------------------------------------------- GCV and exact LOO
+#
+# For ridge with hat matrix H = A (A + lam I)^{-1} (A = K, or Z Z^T for features), write the
+# eigendecomposition A = U diag(s) U^T and b = U^T Y. The residual and the LOO denominators are
+#     r = Y - H Y = U diag(lam / (s + lam)) b,    1 - H_ii = sum_j U_ij^2 lam / (s_j + lam),
+#     n - tr H = sum_j lam / (s_j + lam),
+# and both the LOO residuals r_i / (1 - H_ii) and GCV = n |r|^2 / (n - tr H)^2 are unchanged when
+# the weights g_j = lam / (s_j + lam) are all multiplied by one constant. Dividing by lam gives
+# g_j = 1 / (s_j + lam), which stays finite at lam -> 0 where lam / (s + lam) vanishes:
+# - lam > 0: g_j = 1 / (s_j + lam), with numerically null s_j (below the eigh roundoff floor) set to 0;
+# - lam = 0 and A singular: the limit puts all the weight on the null directions (g = 1 there, 0 elsewhere);
+# - lam = 0 and A non-singular: g_j = 1 / s_j, the classic [A^{-1} Y]_i / [A^{-1}]_ii.
+# So lam = 0 gives the lam -> 0+ limit in every case, without dividing 0 by 0.
+
+
+def _eigh_floor(s):
+    """Eigenvalues at or below this are roundoff of a zero eigenvalue (eigh's backward error)."""
+    return jnp.finfo(s.dtype).eps * s.shape[0] * jnp.maximum(jnp.max(s), 0.0)
+
+
+def _residual_weights(s, null, null_count, lam):
+    """(g (r,), g_null): the residual weights of the non-null directions and of each null one."""
+    positive = lam > 0
+    safe = jnp.where(null, 1.0, s + lam)
+    g = jnp.where(null, 0.0, jnp.where(positive | (null_count == 0), 1.0 / safe, 0.0))
+    g_null = jnp.where(positive, 1.0 / jnp.where(positive, lam, 1.0), 1.0)
+    return g, g_null
+
+
+def _gcv_one(s, null, energy, null_count, null_energy, n, lam):
+    """n GCV = n^2 |r|^2 / (n - tr H)^2, summed over outputs, in the rescaled weights (see above):
+    GCV's estimate of the sum of squared errors over n fresh rows, comparable to LOO's."""
+    g, g_null = _residual_weights(s, null, null_count, lam)
+    has_null = null_count > 0
+    num = jnp.sum(energy * g**2) + jnp.where(has_null, null_energy * g_null**2, 0.0)
+    den = jnp.sum(g) + null_count * g_null
+    return n * n * num / den**2
+
+
+@jax.jit
+def gcv_path_dual(s, b, lams):
+    """n GCV (L,) (summed over outputs, see `_gcv_one`) from an eigendecomposition A = U diag(s) U^T
+    of the full (n, n) kernel and b = U^T Y (n, k). O(n k) per lambda."""
+    s = jnp.maximum(_f64(s), 0.0)
+    null = s <= _eigh_floor(s)
+    energy = jnp.sum(_f64(b) ** 2, axis=1)
+    null_count = jnp.sum(null)
+    null_energy = jnp.sum(jnp.where(null, energy, 0.0))
+    energy = jnp.where(null, 0.0, energy)
+    n = s.shape[0]
+    return jax.lax.map(lambda lam: _gcv_one(s, null, energy, null_count, null_energy, n, lam), _f64(lams))
+
+
+@jax.jit
+def gcv_path_gram(s, c, yty, n, lams):
+    """n GCV (L,) (summed over outputs, see `_gcv_one`) of primal ridge from Gram statistics only.
+
+    With Z^T Z = V diag(s) V^T (m, m) and c = V^T Z^T Y (m, k): the left singular direction
+    u_j = Z v_j / sqrt(s_j) carries energy p_j = |c_j|^2 / s_j of Y; the n - rank(Z) directions
+    orthogonal to the range of Z carry |Y|^2 - sum_j p_j and are never shrunk. This is
+    y^T y - 2 w^T Z^T y + w^T Z^T Z w written per direction; the subtraction loses digits only when
+    the fit is near-perfect (clipped at 0).
+    """
+    s = jnp.maximum(_f64(s), 0.0)
+    null = s <= _eigh_floor(s)
+    safe = jnp.where(null, 1.0, s)
+    energy = jnp.where(null, 0.0, jnp.sum(_f64(c) ** 2, axis=1) / safe)
+    rank = jnp.sum(~null)
+    null_count = jnp.maximum(n - rank, 0)
+    null_energy = jnp.maximum(jnp.sum(_f64(yty)) - jnp.sum(energy), 0.0)
+    return jax.lax.map(lambda lam: _gcv_one(s, null, energy, null_count, null_energy, n, lam), _f64(lams))
+
+
+@jax.jit
+def loo_path_dual(s, u, b, lams):
+    """Exact leave-one-out sums of squared errors (L,) from A = U diag(s) U^T (n, n) and b = U^T Y.
+
+    LOO residual of row i: r_i / (1 - H_ii), both from the rescaled weights g (see above); a
+    lambda at which some 1 - H_ii vanishes (a row fitted exactly whatever its target: lam = 0 with
+    A singular and row i outside the null space) scores inf. O(n^2 k) per lambda.
+    """
+    s, u, b = jnp.maximum(_f64(s), 0.0), _f64(u), _f64(b)
+    null = s <= _eigh_floor(s)
+    null_count = jnp.sum(null)
+    uu = u * u
+
+    def one(lam):
+        g, g_null = _residual_weights(s, null, null_count, lam)
+        g = jnp.where(null, g_null, g)
+        residual = u @ (g[:, None] * b)
+        denominator = uu @ g
+        bad = jnp.any(denominator <= _eigh_floor(g))
+        safe = jnp.where(bad, 1.0, denominator)
+        return jnp.where(bad, jnp.inf, jnp.sum((residual / safe[:, None]) ** 2))
+
+    return jax.lax.map(one, _f64(lams))
+
+
+@jax.jit
+def loo_path_primal(z, y, lams):
+    """Exact leave-one-out sums of squared errors (L,) of primal ridge on in-memory features.
+
+    Z^T Z = V diag(s) V^T, a = Z V (n, m): H_ii = sum_j a_ij^2 / (s_j + lam) (pseudo-inverse on
+    null directions), residual Y - a diag(1 / (s + lam)) V^T Z^T Y. 1 - H_ii is a difference
+    here, accurate to ~m eps; a lambda with some 1 - H_ii below 100 m eps (a row that the fit
+    interpolates) scores inf. O(n m k) per lambda after the O(n m^2 + m^3) rotation.
+    """
+    z, y = _f64(z), _f64(y)
+    s, v = jnp.linalg.eigh(z.T @ z)
+    s = jnp.maximum(s, 0.0)
+    c = v.T @ (z.T @ y)
+    a = z @ v
+    aa = a * a
+    tiny = 100.0 * jnp.finfo(s.dtype).eps * s.shape[0]
+
+    def one(lam):
+        d = _inverse_shift(s, lam)
+        residual = y - a @ (d[:, None] * c)
+        denominator = 1.0 - aa @ d
+        bad = jnp.any(denominator <= tiny)
+        safe = jnp.where(bad, 1.0, denominator)
+        return jnp.where(bad, jnp.inf, jnp.sum((residual / safe[:, None]) ** 2))
 
     return jax.lax.map(one, _f64(lams))

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ntkfeat.batching import pad_rows
 from ntkfeat.solvers import _checks
 from ntkfeat.solvers.ridge import RidgeModel
 
@@ -39,7 +40,7 @@ _HIGHEST = jax.lax.Precision.HIGHEST
 
 
 class IterativeFit(NamedTuple):
-    model: RidgeModel  # weights (m, k) as float64 NumPy
+    model: RidgeModel  # weights (m, k) as float64 NumPy; (m,) when the batches' targets are vectors (b,)
     losses: np.ndarray  # (steps,) the batch objective F_b before each step
 
 
@@ -95,14 +96,15 @@ def _as_batch(pair, m: int, k: int, dtype):
     except (TypeError, ValueError):
         raise TypeError(f"batches must be pairs (z_batch, y_batch), got {type(pair).__name__}") from None
     z, y = _checks.as_array(z, "z_batch"), _checks.as_array(y, "y_batch")
-    if y.ndim == 1:
+    vector = y.ndim == 1
+    if vector:
         y = y.reshape(-1, 1)
     if z.ndim != 2 or y.ndim != 2 or z.shape[1] != m or y.shape != (z.shape[0], k) or z.shape[0] == 0:
         raise ValueError(
             f"batch shapes z {tuple(z.shape)}, y {tuple(y.shape)} do not match (b, m={m}) and (b, k={k}) "
             "with b >= 1"
         )
-    return jnp.asarray(z, dtype), jnp.asarray(y, dtype)
+    return jnp.asarray(z, dtype), jnp.asarray(y, dtype), vector
 
 
 def fit_ridge_iterative(batches_fn: Callable, m: int, k: int, lam: float, *, n: int | None = None,
@@ -115,7 +117,8 @@ def fit_ridge_iterative(batches_fn: Callable, m: int, k: int, lam: float, *, n: 
         exhausted (one pass = one epoch). Batches smaller than the first are zero-padded to its
         size, so the step compiles once. Shuffle rows across batches if they are ordered (e.g.
         by class): each step follows its batch.
-      m, k: numbers of features and outputs.
+      m, k: numbers of features and outputs. With k = 1 the batches' targets may be vectors (b,):
+        if the first batch's are, the weights are (m,) (predictions (n,)), else (m, 1).
       lam: ridge regularization >= 0 (same meaning as in `fit_ridge`).
       n: total rows per pass, which scales the penalty to lam / n; None counts them with one
         extra pass of batches_fn().
@@ -123,7 +126,7 @@ def fit_ridge_iterative(batches_fn: Callable, m: int, k: int, lam: float, *, n: 
       optimizer: any optax transformation (extra-args ones such as `optax.lbfgs()` get the batch
         objective as value_fn); default `optax.adam(cosine_decay(learning_rate, steps))`.
       learning_rate: peak step size of the default Adam, in units of the weights.
-      weights: (m, k) starting point (default zeros), e.g. a previous solution.
+      weights: (m, k) starting point (default zeros), e.g. a previous solution; (m,) when k = 1.
       dtype: of the iteration (float32: gradients are float32 anyway on accelerators).
 
     Returns:
@@ -143,6 +146,8 @@ def fit_ridge_iterative(batches_fn: Callable, m: int, k: int, lam: float, *, n: 
         w = jnp.zeros((m, k), dtype)
     else:
         weights = _checks.as_array(weights, "weights")
+        if k == 1 and weights.ndim == 1:
+            weights = weights.reshape(-1, 1)
         if tuple(weights.shape) != (m, k):
             raise ValueError(f"weights has shape {tuple(weights.shape)}, expected (m, k) = {(m, k)}")
         _checks.finite(weights, "weights")
@@ -150,14 +155,15 @@ def fit_ridge_iterative(batches_fn: Callable, m: int, k: int, lam: float, *, n: 
     optimizer, step = _make_step(optimizer)
     state = optimizer.init(w)
     penalty = jnp.asarray(lam / int(n), dtype)
-    losses, ok, width = [], jnp.asarray(True), None
+    losses, ok, width, vector = [], jnp.asarray(True), None, None
     batches = _batches_forever(batches_fn)
     for _ in range(steps):
-        z, y = _as_batch(next(batches), m, k, dtype)
+        z, y, batch_vector = _as_batch(next(batches), m, k, dtype)
+        vector = batch_vector if vector is None else vector
         rows = z.shape[0]
         width = width or rows
         if rows < width:
-            z, y = jnp.pad(z, ((0, width - rows), (0, 0))), jnp.pad(y, ((0, width - rows), (0, 0)))
+            z, y = pad_rows(z, width, zeros=True), pad_rows(y, width, zeros=True)
         sizes = jnp.asarray(rows, dtype), jnp.asarray(width, dtype)
         w, state, value, finite = step(w, state, z, y, *sizes, penalty)
         losses.append(value)
@@ -166,4 +172,6 @@ def fit_ridge_iterative(batches_fn: Callable, m: int, k: int, lam: float, *, n: 
         raise ValueError("a batch of z or y had NaN or inf values; clean or drop those rows")
     if not bool(jnp.all(jnp.isfinite(w))):
         raise ValueError("the iteration diverged (non-finite weights); lower the learning rate")
-    return IterativeFit(RidgeModel(np.asarray(w, np.float64), lam), np.asarray(jnp.stack(losses), np.float64))
+    weights = np.asarray(w, np.float64)
+    model = RidgeModel(weights[:, 0] if vector else weights, lam)
+    return IterativeFit(model, np.asarray(jnp.stack(losses), np.float64))

@@ -3,6 +3,7 @@
     alpha = (K + lam I)^{-1} Y,    f(x) = K(x, X) alpha.
 
 With K = Z Z^T this is ridge on the features Z (weights Z^T alpha): the dual form of `ridge`.
+alpha and the predictions keep the target's shape: y (n,) gives alpha (n,) and predictions (t,).
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ def kernel_ridge_fit(k_train, y, lam: float) -> np.ndarray:
       lam: >= 0; lam = 0 interpolates and needs a non-singular K.
 
     Returns:
-      (n, k) float64 alpha.
+      float64 alpha in y's shape: (n, k), or (n,) for y (n,).
     """
     lam = _checks.regularization(lam)
     k_train = _checks.square(k_train, "k_train")
+    vector = len(getattr(y, "shape", np.shape(y))) == 1
     y = _checks.targets(y, k_train, like_name="k_train")
     with x64():
         kernel = jnp.asarray(k_train).astype(jnp.float64)
@@ -49,21 +51,21 @@ def kernel_ridge_fit(k_train, y, lam: float) -> np.ndarray:
             f"K + lam I is not numerically positive definite at lam={lam:g} (singular kernel, e.g. duplicated "
             "rows); use lam > 0"
         )
-    return alpha
+    return alpha[:, 0] if vector else alpha
 
 
 def kernel_ridge_predict(k_test_train, alpha):
-    """Predictions K(X_test, X_train) alpha (t, k).
+    """Predictions K(X_test, X_train) alpha: (t, k) for alpha (n, k), (t,) for alpha (n,).
 
     NumPy inputs are computed in NumPy float64, JAX inputs (also under jit) in JAX at the kernel's
     dtype with full-precision matmul.
     """
     if not _checks.is_tracer(k_test_train) and not _checks.is_tracer(alpha):
         k_test_train, alpha = _checks.as_array(k_test_train, "k_test_train"), _checks.as_array(alpha, "alpha")
-        if k_test_train.ndim != 2 or alpha.ndim != 2 or k_test_train.shape[1] != alpha.shape[0]:
+        if k_test_train.ndim != 2 or alpha.ndim not in (1, 2) or k_test_train.shape[1] != alpha.shape[0]:
             raise ValueError(
                 f"k_test_train has shape {tuple(k_test_train.shape)} and alpha {tuple(alpha.shape)}: need "
-                "(t, n) and (n, k)"
+                "(t, n) and (n, k) or (n,)"
             )
     if isinstance(k_test_train, np.ndarray):
         return np.asarray(k_test_train, np.float64) @ np.asarray(alpha, np.float64)
