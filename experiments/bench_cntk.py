@@ -36,7 +36,7 @@ PUBLIC_H200 = {  # public PyTorch CNTK Sketch, L=3, 4x4, degree 2, on one H200 (
 def build(nf, depth=3, filt=4):
     layers = []
     for _ in range(depth):
-        layers += [nf.Conv((filt, filt), W_std=2**0.5), nf.Relu()]
+        layers += [nf.Conv(filter_shape=(filt, filt), W_std=2**0.5), nf.Relu()]
     layers += [nf.GlobalAvgPool(), nf.Dense(W_std=1.0)]
     return nf.serial(*layers)
 

@@ -12,7 +12,11 @@ back to YAML gives a config that reproduces the run.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import difflib
+import importlib
+import inspect
 import math
 import pathlib
 import re
@@ -206,66 +210,142 @@ def check_keys(mapping, path: str, fields: dict, required=(), where: str = "", e
 
 # --------------------------------------------------------------------------- architecture
 
-_STD = number(0.0)
-_LAYER_FIELDS = {
-    "Dense": {"W_std": (_STD, 1.0), "b_std": (optional(_STD), None), "out_dim": (optional(integer(1)), None)},
-    "Relu": {},
-    "Conv": {"filter_shape": (int_or_pair, [3, 3]), "strides": (int_or_pair, [1, 1]),
-             "padding": (choice("VALID", "SAME"), "VALID"), "W_std": (_STD, 1.0), "b_std": (optional(_STD), None),
-             "out_chan": (optional(integer(1)), None)},
-    "AvgPool": {"window": (int_or_pair, [2, 2]), "strides": (optional(int_or_pair), None),
-                "padding": (choice("VALID", "SAME"), "VALID")},
-    "GlobalAvgPool": {},
-    "Flatten": {},
-}
-_LAYER_CLASSES = {name: getattr(nf, name) for name in _LAYER_FIELDS}
+# Layers are ntkfeat's (neural-tangents' names and signatures). Their YAML keys and defaults are
+# read from the layer classes themselves; fields that exist only for neural-tangents'
+# signatures and take a single value here (axes, parameterization, ...) are not shown.
+_HIDDEN_FIELDS = {"batch_axis", "channel_axis", "parameterization", "s", "dimension_numbers", "implementation",
+                  "batch_axis_out"}
+_LAYER_NAMES = tuple(nf.layers.ACTIVATIONS) + tuple(nf.layers.LINEAR) + ("FanOut", "FanInSum", "FanInConcat")
+_BLOCKS = ("serial", "parallel", "repeat")
 _REPEAT_FIELDS = {"times": (integer(1), None), "layers": (_as_is, None)}
+# Function-valued fields (ElementwiseNumerical.fn, .df, Aggregate.to_dense) are given by name.
+_FUNCTION_MODULES = ("jax.nn", "jax.numpy", "jax.scipy.special")
 
 
-def _check_layer_name(name, path):
-    if name not in _LAYER_FIELDS:
-        raise ConfigError(f"{path}: unknown layer {name!r}{_suggest(str(name), list(_LAYER_FIELDS) + ['repeat'])} "
-                          f"(layers: {', '.join(_LAYER_FIELDS)}; or a `repeat` block)")
-    return name
+def _layer_fields(name: str) -> dict:
+    """{field: default or inspect.Parameter.empty} of a layer, in signature order."""
+    cls = getattr(nf, name)
+    if dataclasses.is_dataclass(cls):
+        return {f.name: (f.default if f.default is not dataclasses.MISSING else inspect.Parameter.empty)
+                for f in dataclasses.fields(cls) if f.name not in _HIDDEN_FIELDS}
+    return {p.name: p.default for p in inspect.signature(cls).parameters.values()}
+
+
+def _resolve_function(value, path):
+    if callable(value):
+        return value
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", value):
+        raise _fail(path, "the name of a function in " + ", ".join(_FUNCTION_MODULES), value)
+    module_name, _, attr = value.rpartition(".")
+    for module in ((module_name,) if module_name else _FUNCTION_MODULES):
+        if module not in _FUNCTION_MODULES:
+            break
+        fn = getattr(importlib.import_module(module), attr, None)
+        if callable(fn):
+            return fn
+    raise ConfigError(f"{path}: no function {value!r} in {', '.join(_FUNCTION_MODULES)}")
+
+
+_FUNCTION_FIELDS = {("ElementwiseNumerical", "fn"), ("ElementwiseNumerical", "df"), ("Aggregate", "to_dense")}
+
+
+def _layer_item(name: str, args, where: str):
+    """The resolved {name: {field: value}} of one layer (every shown field, defaults filled)."""
+    fields = _layer_fields(name)
+    if args is None:
+        args = {}
+    elif isinstance(args, list):  # positional, in neural-tangents' order
+        if len(args) > len(fields):
+            raise ConfigError(f"{where}.{name}: {name} takes at most {len(fields)} positional arguments "
+                              f"({', '.join(fields)}), got {len(args)}")
+        args = dict(zip(fields, args))
+    elif not isinstance(args, dict):
+        if len(fields) == 0:
+            raise ConfigError(f"{where}.{name}: {name} takes no arguments, got {args!r}")
+        args = {next(iter(fields)): args}  # one value: the first argument (FanOut: 2)
+    for key in args:
+        if key not in fields:
+            hint = _suggest(str(key), fields) or (f" (allowed: {', '.join(fields)})" if fields else "")
+            raise ConfigError(f"{where}.{name}.{key}: unknown key for {name}{hint}")
+    missing = [k for k, d in fields.items() if d is inspect.Parameter.empty and k not in args]
+    if missing:
+        raise ConfigError(f"{where}.{name}.{missing[0]}: missing (required for {name})")
+    resolved = {k: _to_yaml(args[k] if k in args else d) for k, d in fields.items()}
+    return {name: resolved} if resolved else name
+
+
+def _to_yaml(value):
+    return [_to_yaml(v) for v in value] if isinstance(value, tuple) else value
+
+
+def _to_python(value):
+    return tuple(_to_python(v) for v in value) if isinstance(value, list) else value
+
+
+def _build_layer(name: str, args: dict, where: str):
+    kwargs = {}
+    for key, value in args.items():
+        if (name, key) in _FUNCTION_FIELDS and value is not None:
+            value = _resolve_function(value, f"{where}.{name}.{key}")
+        kwargs[key] = _to_python(value)
+    try:
+        return getattr(nf, name)(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}.{name}: {e}") from None
+
+
+def _item_name(item, where: str):
+    if isinstance(item, str):
+        return item, None
+    if isinstance(item, dict) and len(item) == 1:
+        return next(iter(item.items()))
+    raise ConfigError(f"{where}: a layer is a name (Relu), a one-key mapping ({{Dense: {{W_std: 1.0}}}} or "
+                      f"{{Dense: [512, 1.0]}}) or a block (serial, parallel, repeat), got {item!r}")
 
 
 def _expand_architecture(items, path: str) -> list:
-    """Resolved layers [{Name: {all arguments}}, ...] with `repeat` blocks expanded."""
+    """Resolved layers with every shown argument, `repeat` blocks expanded:
+    [{Name: {args}} | Name | {serial: [...]} | {parallel: [[...], ...]}, ...]."""
     if not isinstance(items, list) or not items:
         raise _fail(path, "a non-empty list of layers", items)
     out = []
     for i, item in enumerate(items):
         where = f"{path}[{i}]"
-        if isinstance(item, str):
-            name, args = item, None
-        elif isinstance(item, dict) and len(item) == 1:
-            name, args = next(iter(item.items()))
-        else:
-            raise ConfigError(f"{where}: a layer is a name (Relu) or a one-key mapping ({{Dense: {{W_std: 1.0}}}}), "
-                              f"got {item!r}")
+        name, args = _item_name(item, where)
         if name == "repeat":
             block = check_keys(args, f"{where}.repeat", _REPEAT_FIELDS, required=("times", "layers"))
             inner = _expand_architecture(block["layers"], f"{where}.repeat.layers")
-            out.extend(inner * block["times"])
-            continue
-        _check_layer_name(name, where)
-        fields = _LAYER_FIELDS[name]
-        if args is None:
-            args = {}
-        elif not fields:
-            raise ConfigError(f"{where}.{name}: {name} takes no arguments, got {args!r}")
-        args = check_keys(args, f"{where}.{name}", fields, where=f" for {name}")
-        out.append({name: args} if fields else name)
+            for _ in range(block["times"]):
+                out.extend(copy.deepcopy(inner))  # copies: YAML would write aliases for repeated objects
+        elif name == "serial":
+            out.append({"serial": _expand_architecture(args, f"{where}.serial")})
+        elif name == "parallel":
+            if not isinstance(args, list) or not args:
+                raise _fail(f"{where}.parallel", "a non-empty list of branches (each a layer or a list of layers)",
+                            args)
+            out.append({"parallel": [_expand_architecture(b if isinstance(b, list) else [b], f"{where}.parallel[{j}]")
+                                     for j, b in enumerate(args)]})
+        elif name in _LAYER_NAMES:
+            out.append(_layer_item(name, args, where))
+        else:
+            raise ConfigError(f"{where}: unknown layer {name!r}{_suggest(str(name), _LAYER_NAMES + _BLOCKS)} "
+                              f"(layers: {', '.join(_LAYER_NAMES)}; blocks: {', '.join(_BLOCKS)})")
     return out
 
 
-def build_layers(architecture: list) -> list:
+def build_layers(architecture: list, path: str = "architecture") -> list:
     """ntkfeat layer objects from a resolved architecture."""
     layers = []
-    for item in architecture:
+    for i, item in enumerate(architecture):
+        where = f"{path}[{i}]"
         name, args = (item, {}) if isinstance(item, str) else next(iter(item.items()))
-        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in args.items()}
-        layers.append(_LAYER_CLASSES[name](**kwargs))
+        if name == "serial":
+            layers.append(nf.serial(*build_layers(args, f"{where}.serial")))
+        elif name == "parallel":
+            layers.append(nf.parallel(*[nf.serial(*build_layers(b, f"{where}.parallel[{j}]"))
+                                        for j, b in enumerate(args)]))
+        else:
+            layers.append(_build_layer(name, args, where))
     return layers
 
 
@@ -314,7 +394,11 @@ for _method, _fields in METHOD_FIELDS.items():
 _KEY_OWNERS = {k: "method " + " / ".join(v) for k, v in _KEY_OWNERS.items()}
 
 _SOLVER_FIELDS = {
-    "selection": (choice("holdout", "kfold"), "holdout"),
+    # Default 'loo' (exact leave-one-out), measured best of holdout / kfold / gcv / loo on the ten UCI
+    # sets for exact kernel ridge and NTK Sketch features alike, at the cost of one eigendecomposition
+    # (NOTES.md, "Lambda selection rules"); it keeps the training features in memory (at most 1 GiB),
+    # so large streamed runs set holdout. With iterative: true the default is holdout.
+    "selection": (choice("holdout", "kfold", "gcv", "loo"), "loo"),
     "val_fraction": (number(0.0, exclusive=True, maximum=1.0), 0.1),
     "folds": (integer(2), 5),
     "lambdas": (optional(list_of(number(0.0), what="list of numbers >= 0")), None),
@@ -400,6 +484,8 @@ def _check_solver(value, methods) -> dict | None:
                                   "(solver is null: kernel errors only)")
         return None
     solver = check_keys(value, "solver", _SOLVER_FIELDS)
+    if solver["iterative"] and "selection" not in value:
+        solver["selection"] = "holdout"  # the only rule the iterative path has
     if solver["iterative"]:
         if solver["lambdas"] is None:
             raise ConfigError("solver.lambdas: iterative: true needs an explicit list of lambdas (each one costs a "
@@ -417,10 +503,7 @@ def validate(raw: dict, default_name: str = "run") -> dict:
         raise ConfigError(f"name: expected letters, digits, '.', '_' or '-' (it names the output folder), got {name!r}")
     data = _check_data(raw["data"])
     architecture = _expand_architecture(raw["architecture"], "architecture")
-    try:
-        build_layers(architecture)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"architecture: {e}") from None
+    build_layers(architecture)
     methods = _check_methods(raw["methods"])
     solver = _check_solver(raw["solver"] if "solver" in raw else {}, methods)
     evaluation = check_keys(raw.get("evaluation") or {}, "evaluation", _EVALUATION_FIELDS)
@@ -492,5 +575,7 @@ def method_defaults(method: str) -> dict:
 
 
 def layer_defaults() -> dict:
-    return {name: {k: d for k, (_, d) in fields.items()} for name, fields in _LAYER_FIELDS.items()}
+    """The YAML keys of every layer and their defaults (None where required)."""
+    return {name: {k: (None if d is inspect.Parameter.empty else d) for k, d in _layer_fields(name).items()}
+            for name in _LAYER_NAMES}
 

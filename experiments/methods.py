@@ -12,7 +12,6 @@ random_fourier, nystrom (on the architecture's exact kernel) and gradient from `
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 from typing import Callable
 
@@ -21,7 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import ntkfeat as nf
+from ntkfeat.batching import pad_rows
 from ntkfeat import baselines
+from ntkfeat.batching import progress
 
 # Rows per batch of the baselines when the config gives no batch_size: the values their own
 # feature_fn uses (random_fourier 4096, nystrom its block_size 1024), and for gradient features
@@ -32,7 +33,7 @@ _GRADIENT_BYTES = 1 << 28
 # Rows per block of the exact kernel of images: neural-tangents keeps a (H W)^2 covariance per
 # pair of images, ~3 MB for 29 x 29 positions, so a block of 8 x 8 pairs stays near 1 GB.
 EXACT_IMAGE_ROWS = 8
-# Progress bars for feature passes of at least this many batches (when stderr is a terminal).
+# Progress bars for feature passes of at least this many batches (on terminals and in Jupyter).
 _PROGRESS_BATCHES = 8
 
 
@@ -111,9 +112,29 @@ def block(tree):
 
 @dataclasses.dataclass
 class Timer:
-    """Seconds spent computing features, accumulated over the batches of a run."""
+    """Seconds spent computing features, accumulated over the batches of a run.
+
+    Every batch of a run has the same shape, so the feature map compiles in the run's first
+    batch only: `compile_seconds()` estimates compilation as the first batch's time minus the
+    mean of the others.
+    """
 
     features: float = 0.0
+    batches: int = 0
+    first: float = 0.0  # seconds of the first batch
+
+    def add(self, seconds: float) -> None:
+        if self.batches == 0:
+            self.first = seconds
+        self.features += seconds
+        self.batches += 1
+
+    def compile_seconds(self) -> float | None:
+        """First batch minus the mean of the other batches, clipped at 0; None for fewer than 2 batches
+        (compilation and computation cannot be told apart from one timing)."""
+        if self.batches < 2:
+            return None
+        return max(0.0, self.first - (self.features - self.first) / (self.batches - 1))
 
 
 def feature_batches(fm: FeatureMethod, params, x: np.ndarray, rows: np.ndarray | None, batch_size: int,
@@ -122,24 +143,21 @@ def feature_batches(fm: FeatureMethod, params, x: np.ndarray, rows: np.ndarray |
 
     Every batch has `batch_size` rows (a short one is padded by repeating its last row and cut
     after), so the feature map compiles once per run. Each batch is waited for and its time
-    added to `timer.features`.
+    added to `timer` (`Timer.add`). A progress bar (`desc`) is shown for long passes on terminals
+    and in Jupyter.
     """
     n = len(x) if rows is None else len(rows)
     starts = range(0, n, batch_size)
-    if desc and len(starts) >= _PROGRESS_BATCHES and sys.stderr.isatty():
-        from tqdm.auto import tqdm
-
-        starts = tqdm(starts, desc=desc, unit="batch", leave=False)
+    if desc:
+        starts = progress(starts, desc=desc, unit="batch", enabled=None if len(starts) >= _PROGRESS_BATCHES else False)
     for start in starts:
         stop = min(start + batch_size, n)
-        xb = x[start:stop] if rows is None else x[rows[start:stop]]
-        if stop - start < batch_size:
-            xb = np.concatenate([xb, np.repeat(xb[-1:], batch_size - (stop - start), axis=0)])
+        xb = pad_rows(x[start:stop] if rows is None else x[rows[start:stop]], batch_size)
         t0 = time.perf_counter()
-        phi = block(fm.apply(params, xb))[: stop - start]
-        if timer is not None:
-            timer.features += time.perf_counter() - t0
-        yield start, phi
+        phi = block(fm.apply(params, xb))
+        if timer is not None:  # the cut below is left out: a new length compiles a slice (~0.1 s on a CPU)
+            timer.add(time.perf_counter() - t0)
+        yield start, phi[: stop - start]
 
 
 def all_features(fm: FeatureMethod, params, x, rows, batch_size, timer=None, desc=None) -> jax.Array:
@@ -156,16 +174,14 @@ def exact_kernel(network: Network, x1, x2=None, batch_size: int | None = None, d
 
     With a batch size (default EXACT_IMAGE_ROWS for images, none for vectors: neural-tangents'
     default) the kernel is computed in blocks of rows of x1 against all of x2, each one itself in
-    batch_size x batch_size blocks, with a progress bar (`desc`, terminals only).
+    batch_size x batch_size blocks, with a progress bar (`desc`, terminals and Jupyter).
     """
     x2 = x1 if x2 is None else x2
     rows = _kernel_rows(x1, batch_size)
     if rows is None or len(x1) <= rows:
         return np.asarray(block(network.kernel_fn(x1, x2, "ntk", batch_size=rows)), np.float64)
     starts = range(0, len(x1), rows)
-    if desc and len(starts) >= _PROGRESS_BATCHES and sys.stderr.isatty():
-        from tqdm.auto import tqdm
-
-        starts = tqdm(starts, desc=desc, unit="block", leave=False)
+    if desc:
+        starts = progress(starts, desc=desc, unit="block", enabled=None if len(starts) >= _PROGRESS_BATCHES else False)
     return np.concatenate([np.asarray(block(network.kernel_fn(x1[s:s + rows], x2, "ntk", batch_size=rows)),
                                       np.float64) for s in starts])

@@ -47,7 +47,7 @@ def main(argv=None):
 
     layers = []
     for _ in range(3):
-        layers += [nf.Conv((4, 4), W_std=2**0.5), nf.Relu()]
+        layers += [nf.Conv(filter_shape=(4, 4), W_std=2**0.5), nf.Relu()]
     layers += [nf.GlobalAvgPool(), nf.Dense(W_std=1.0)]
     init_fn, _, _ = nf.serial(*layers)
     method = nf.Sketch(dim=args.dim, degree=args.degree) if args.method == "sketch" else nf.RandomFeatures(dim=args.dim)

@@ -14,7 +14,9 @@ against each dataset's input shape, method sizes against row counts. Only then i
 folder created (default `runs/<name>-<YYYYmmdd-HHMMSS>`; an existing non-empty --out is refused),
 holding results.json (records and metadata), results.csv, config.yaml (the resolved config, which
 reruns the experiment), kernel_error_vs_dim.png and metric_vs_time.png. Results are rewritten
-atomically after every run, so a crash keeps what finished.
+atomically after every run, so a crash (status 'failed'), Ctrl-C or SIGTERM (status 'interrupted')
+keeps what finished. `python -m experiments.replot` redraws the plots of a run folder,
+`python -m experiments.compare` tabulates and plots several.
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ import datetime
 import pathlib
 import platform
 import shlex
+import signal
 import subprocess
 import sys
+import threading
 import time
 
 import jax
@@ -36,7 +40,8 @@ import ntkfeat as nf
 from experiments import fitting, report
 from experiments.config import ConfigError, build_layers, load_config
 from experiments.methods import Network, Timer, all_features, block, exact_kernel, feature_batches, feature_method
-from ntkfeat import baselines, solvers
+from ntkfeat import baselines, metrics, solvers
+from ntkfeat.batching import progress as progress_bar
 from ntkfeat.data import load_dataset
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -90,7 +95,8 @@ def _load(spec: dict, where: str, seed: int, task: str | None):
 
 def _output_shape(layers, input_shape) -> tuple:
     """The finite network's output shape for one input, without computing anything."""
-    init, _ = nf.finite_network(*layers)
+    # A layer description unpacks into its views (like neural-tangents' triples): pass it whole.
+    init, _ = nf.finite_network(layers) if isinstance(layers, nf.layers.Layer) else nf.finite_network(*layers)
     shape = {}
 
     def params(key):
@@ -211,16 +217,20 @@ def prepare(config_path, overrides=()) -> Plan:
 # --------------------------------------------------------------------------- one run
 
 
-def _rel_fro(phi, k_ref: np.ndarray) -> float:
-    phi = np.asarray(phi, np.float64)
-    return float(np.linalg.norm(phi @ phi.T - k_ref) / np.linalg.norm(k_ref))
-
-
 class References:
-    """The exact kernel on each dataset's first rows, computed once and shared by all methods."""
+    """The exact kernel on each dataset's first rows, computed once and shared by all methods, and
+    the exact method's test predictions (for prediction_agreement)."""
 
     def __init__(self, plan: Plan):
-        self.plan, self.kernels, self.seconds = plan, {}, {}
+        self.plan, self.kernels, self.seconds, self.predictions = plan, {}, {}, {}
+
+    def offer_predictions(self, d: int, n_train: int, n_test: int, predictions: np.ndarray) -> None:
+        """Exact kernel ridge's test predictions from n_train training rows of dataset d."""
+        self.predictions[(d, n_train, n_test)] = np.asarray(predictions, np.float64)
+
+    def exact_predictions(self, d: int, n_train: int, n_test: int) -> np.ndarray | None:
+        """Those predictions if an exact run on the same rows has finished, else None."""
+        return self.predictions.get((d, n_train, n_test))
 
     def offer(self, d: int, k_train: np.ndarray) -> None:
         """An exact method's training kernel: its leading block is the reference, for free."""
@@ -261,10 +271,15 @@ def execute_run(plan: Plan, run: Run, references: References) -> dict:
         k_test = exact_kernel(plan.network, x_test, x_train, batch_size=batch, desc="exact test kernel")
         t1 = time.perf_counter()
         references.offer(run.data, k_train)
-        lam, val_score, alpha = fitting.fit_kernel(k_train, y_train, solver, metric, config["seed"])
-        scores = fitting.score_batches([(solvers.kernel_ridge_predict(k_test, alpha), y_test)])
-        record.update(feature_seconds=t1 - t0, solve_seconds=time.perf_counter() - t1, solver_path="kernel",
-                      val_score=val_score, **{"lambda": lam}, **fitting.metrics(scores, ds.task, k, ds.y_std))
+        lam, val_score, alpha, fit_note = fitting.fit_kernel(k_train, y_train, solver, metric, config["seed"])
+        record["note"] = "; ".join(filter(None, [record["note"], fit_note])) or None
+        predictions = solvers.kernel_ridge_predict(k_test, alpha)
+        references.offer_predictions(run.data, run.n_train, run.n_test, predictions)
+        scores = fitting.score_batches([(predictions, y_test)])
+        # compile_seconds 0: the exact kernel's compilation is not separated (its time includes it)
+        record.update(feature_seconds=t1 - t0, compile_seconds=0.0, solve_seconds=time.perf_counter() - t1,
+                      solver_path="kernel", val_score=val_score, **{"lambda": lam},
+                      **fitting.metrics(scores, ds.task, k, ds.y_std))
         return record
 
     fm = feature_method(spec, run.dim, plan.network, config["evaluation"]["kernel_batch_size"])
@@ -282,19 +297,44 @@ def execute_run(plan: Plan, run: Run, references: References) -> dict:
     if solver is not None:
         t0 = time.perf_counter()
         fit = fitting.fit_features(stream, y_train, m, solver, metric, config["seed"])
+        record["note"] = "; ".join(filter(None, [record["note"], fit.note])) or None
         test = feature_batches(fm, params, x_test, None, batch, timer, f"{name} test features")
-        scores = fitting.score_batches((fit.predict(phi), y_test[s:s + len(phi)]) for s, phi in test)
+        pairs = [(fit.predict(phi), y_test[s:s + len(phi)]) for s, phi in test]
+        scores = fitting.score_batches(pairs)
+        exact = references.exact_predictions(run.data, run.n_train, run.n_test)
+        if exact is not None:  # |f_Phi - f_K| / |f_K| against exact kernel ridge on the same rows
+            record["prediction_agreement"] = metrics.prediction_agreement(np.concatenate([p for p, _ in pairs]), exact)
         total = time.perf_counter() - t0
         record.update(feature_seconds=timer.features, solve_seconds=total - timer.features, solver_path=fit.path,
                       val_score=fit.val_score, **{"lambda": fit.lam}, **fitting.metrics(scores, ds.task, k, ds.y_std))
+        _record_compile(record, timer)
     if data.reference_rows and spec["method"] not in _NO_NTK_REFERENCE:
         k_ref = references.get(run.data)
         eval_timer = Timer()
         phi = all_features(fm, params, ds.x_train[: data.reference_rows], None, batch, eval_timer)
-        record["kernel_rel_fro"] = _rel_fro(phi, k_ref)
+        g = metrics.gram(phi)
+        record["kernel_rel_fro"] = metrics.relative_frobenius(g, k_ref)
+        if record["lambda"] is not None:  # the lambda chosen on all training rows, used as is on these rows
+            record["statistical_dimension"] = metrics.statistical_dimension(k_ref, record["lambda"])
+            try:
+                record["spectral_eps"] = metrics.spectral_error(g, k_ref, record["lambda"])
+            except ValueError:  # lambda = 0 with a singular reference kernel: undefined
+                pass
         if solver is None:
             record["feature_seconds"] = eval_timer.features
+            _record_compile(record, eval_timer)
     return record
+
+
+def _record_compile(record: dict, timer: Timer) -> None:
+    """compile_seconds: the first feature batch's time beyond the mean of the others (every batch of
+    a run has one shape, so only the first compiles); 0, said in the note, with a single batch."""
+    seconds = timer.compile_seconds()
+    if seconds is None:
+        seconds = 0.0
+        record["note"] = "; ".join(filter(None, [record["note"], "compile_seconds 0: one feature batch, "
+                                                 "compilation not separable from computation"]))
+    record["compile_seconds"] = seconds
 
 
 # --------------------------------------------------------------------------- outputs and the loop
@@ -361,8 +401,52 @@ def _now() -> str:
     return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during `execute`: ends the run like Ctrl-C (status 'interrupted', finished runs kept)."""
+
+
+class _SigtermInterrupts:
+    """While active, SIGTERM raises Terminated in the main thread, once; after `disarm()` (when the
+    results are being saved and plotted) it is ignored. The previous handler is restored on exit.
+    Elsewhere than the main thread, where Python cannot install handlers, nothing changes."""
+
+    def __init__(self):
+        self.armed, self.installed, self.previous = False, False, None
+
+    def _handler(self, signum, frame):
+        if self.armed:
+            self.armed = False
+            raise Terminated(f"SIGTERM (signal {signum})")
+
+    def disarm(self) -> None:
+        self.armed = False
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, self._handler)
+            self.armed = self.installed = True
+        return self
+
+    def __exit__(self, *exc):
+        self.armed = False
+        if self.installed:  # None: the previous handler was not set from Python
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if self.previous is None else self.previous)
+            self.installed = False
+        return False
+
+
 def execute(plan: Plan, out: pathlib.Path, progress: bool = True, command: str | None = None) -> list:
-    """Runs every planned run, writing results after each; returns the records."""
+    """Runs every planned run, writing results after each; returns the records.
+
+    Ctrl-C or SIGTERM ends it with status 'interrupted' (raising KeyboardInterrupt, or its subclass
+    Terminated), an error with status 'failed'; either way what finished is kept and plotted.
+    """
+    with _SigtermInterrupts() as sigterm:
+        return _execute(plan, out, progress, command, sigterm)
+
+
+def _execute(plan: Plan, out: pathlib.Path, progress: bool, command: str | None,
+             sigterm: _SigtermInterrupts) -> list:
     from tqdm.auto import tqdm
 
     config = plan.config
@@ -385,8 +469,8 @@ def execute(plan: Plan, out: pathlib.Path, progress: bool = True, command: str |
         report.write_csv(out / "results.csv", records)
 
     save()
-    # disable=None: a bar on terminals, none in logs
-    bar = tqdm(total=len(plan.runs), desc="runs", unit="run", disable=None if progress else True)
+    # a bar on terminals and in Jupyter, none in logs
+    bar = progress_bar(total=len(plan.runs), desc="runs", unit="run", enabled=None if progress else False, leave=True)
     try:
         for run in plan.runs:
             spec = config["methods"][run.method]
@@ -402,6 +486,7 @@ def execute(plan: Plan, out: pathlib.Path, progress: bool = True, command: str |
         meta["error"] = f"{type(e).__name__}: {e}"
         raise
     finally:
+        sigterm.disarm()  # a SIGTERM now must not cut the final save short
         bar.close()
         meta["finished"] = _now()
         save()
@@ -409,8 +494,7 @@ def execute(plan: Plan, out: pathlib.Path, progress: bool = True, command: str |
             labels = [data.label for data in plan.data]
             tasks = {data.label: data.ds.task for data in plan.data}
             try:
-                report.plot_kernel_error(records, labels, out / "kernel_error_vs_dim.png")
-                report.plot_metric_vs_time(records, labels, tasks, out / "metric_vs_time.png")
+                report.plot_run(records, labels, tasks, out)
             except Exception as e:  # a plot must not hide the results or the original error
                 print(f"warning: plots failed: {type(e).__name__}: {e}", file=sys.stderr)
     return records
@@ -458,6 +542,9 @@ def main(argv=None) -> int:
     except Exception as e:
         print(f"error: run failed ({type(e).__name__}: {e}); finished runs are in {out}", file=sys.stderr)
         raise
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM (Terminated)
+        print(f"\ninterrupted ({type(e).__name__}: {e}); finished runs are in {out}", file=sys.stderr)
+        return 128 + (signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
     print()
     print(report.format_table(records))
     print(f"\n{len(records)} runs in {time.perf_counter() - t0:.1f} s; results in {out}")

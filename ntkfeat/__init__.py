@@ -2,19 +2,27 @@
 
     import ntkfeat as nf
     init_fn, feature_fn, kernel_fn = nf.serial(
-        nf.Dense(W_std=2**0.5), nf.Relu(), nf.Dense(W_std=2**0.5), nf.Relu(), nf.Dense(W_std=1.0))
+        nf.Dense(512, W_std=2**0.5), nf.Relu(), nf.Dense(512, W_std=2**0.5), nf.Relu(), nf.Dense(1))
     params = init_fn(key, (-1, d), nf.Sketch(dim=8192, degree=8))
     phi = feature_fn(params, x)      # phi @ phi.T ~ kernel_fn(x, x, 'ntk')
+
+Layers have neural-tangents 0.6.5's names and signatures (`nf.Dense(out_dim, W_std, b_std)`,
+`nf.Conv(out_chan, filter_shape, strides, padding, W_std, b_std)`, every activation of its
+`stax`, `nf.FanOut`, `nf.parallel`, `nf.FanInSum`, ...): a neural-tangents architecture ports by
+changing the module name.
 """
 
-from ntkfeat.layers import AvgPool, Conv, Dense, Flatten, GlobalAvgPool, RandomFeatures, Relu, Sketch
-from ntkfeat.network import FeatureMap, finite_network, iterate_features, serial
-from ntkfeat import baselines, data, exact, polynomials, sketches, solvers
+from ntkfeat import compat as _compat
 
-__version__ = "0.1.0"
+_compat.patch_jax()  # before anything imports neural-tangents, here or in user code (cheap: aliases only)
 
-__all__ = [
-    "AvgPool", "Conv", "Dense", "Flatten", "GlobalAvgPool", "RandomFeatures", "Relu", "Sketch",
-    "FeatureMap", "finite_network", "iterate_features", "serial",
-    "baselines", "data", "exact", "polynomials", "sketches", "solvers",
+from ntkfeat._version import __version__  # noqa: E402
+from ntkfeat.layers import *  # noqa: E402,F403 (every layer, combinator and method)
+from ntkfeat.layers import __all__ as _layer_names  # noqa: E402
+from ntkfeat.network import FeatureMap, finite_network, iterate_features  # noqa: E402
+from ntkfeat import baselines, batching, data, exact, metrics, polynomials, sketches, solvers  # noqa: E402
+
+__all__ = list(_layer_names) + [
+    "FeatureMap", "finite_network", "iterate_features",
+    "baselines", "batching", "data", "exact", "metrics", "polynomials", "sketches", "solvers",
 ]

@@ -1,63 +1,69 @@
-"""`serial`: one architecture description, three views (parameters, features, exact kernel).
+"""One architecture description, three views: parameters, features, exact kernel.
 
-    init_fn, feature_fn, kernel_fn = serial(Dense(W_std=2**0.5), Relu(), Dense(W_std=1.0))
-    params = init_fn(key, (-1, d), Sketch(dim=8192, degree=8))
+    init_fn, feature_fn, kernel_fn = nf.serial(nf.Dense(512, W_std=2**0.5), nf.Relu(), nf.Dense(1))
+    params = init_fn(key, (-1, d), nf.Sketch(dim=8192, degree=8))
     phi = feature_fn(params, x)          # (n, ~dim), phi @ phi.T ~ kernel_fn(x, x, 'ntk')
     K = kernel_fn(x, x, 'ntk')           # neural-tangents' exact kernel of the same layers
 
 Parameters are a `FeatureMap` pytree: arrays are leaves, the architecture, the method and the
 shapes are static, so `jax.jit(feature_fn)` compiles once per input shape and `feature_fn`
-itself streams rows in fixed-size batches (one compilation for every batch).
+itself streams rows in fixed-size batches (one compilation for every batch). Every layer's
+feature rule comes from the table in `ntkfeat.features.table`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import sys
+import warnings
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ntkfeat import _random, compat
-from ntkfeat._norms import rescale
+from ntkfeat import batching, _random, compat
 from ntkfeat._pytree import pytree_dataclass
-from ntkfeat.features import linear, ntk_random_features, ntk_sketch
-from ntkfeat.features.state import Features, Spec
-from ntkfeat.layers.layers import Conv, Dense, Relu, check_layers
+from ntkfeat.features import branching, linear, random_features, sketch  # noqa: F401 (they register rules)
+from ntkfeat.features.branching import ChildrenParams, CompressParams, WIDTH_SLACK
+from ntkfeat.features.oneshot import OneShotParams, flat_layers, oneshot_apply, oneshot_init, oneshot_reason
+from ntkfeat.features.state import Branches, Features, Spec, input_spec
+from ntkfeat.features.table import ApplyContext, InitContext, apply_layer, init_layer
+from ntkfeat.layers.base import Layer
+from ntkfeat.layers.combinators import Parallel, Serial, check_layers
+from ntkfeat.layers.linear import Conv
 from ntkfeat.layers.methods import RandomFeatures, Sketch
-from ntkfeat.sketches.srht import srht, srht_init
 
 _GETS = ("ntk", "nngp")
-_OUTPUT_SLACK = 4  # bias coordinates may take the output a little over `dim`
 # Default memory for one batch's intermediates (bytes) where the device does not report its
 # memory (CPU); on accelerators, an eighth of the device memory. The batch size follows.
 DEFAULT_BATCH_BYTES = 1 << 28
 
 
-@pytree_dataclass(meta=("layers", "method", "input_shape", "mode", "specs", "out_spec"))
+@pytree_dataclass(meta=("layer", "method", "input_shape", "mode", "spec", "out_spec"))
 class FeatureMap:
-    """Parameters of a feature map: per-layer arrays plus the static description."""
+    """Parameters of a feature map: the root layer's parameters plus the static description."""
 
-    layer_params: tuple
-    oneshot: ntk_sketch.OneShotParams | None
-    output_sketch: dict  # {'ntk' | 'nngp': SRHTParams or None}: final compression to `dim`
-    layers: tuple
+    params: ChildrenParams | OneShotParams
+    output_sketch: CompressParams | None  # final compression to `dim`
+    layer: Serial  # the architecture
     method: Sketch | RandomFeatures
     input_shape: tuple[int, ...]  # one input, without the batch axis
     mode: str  # 'oneshot' or 'layerwise'
-    specs: tuple  # the Spec entering each layer
-    out_spec: Spec | None
+    spec: Spec  # the description of the inputs
+    out_spec: Spec | None  # and of the outputs
 
     @property
     def out_dim(self) -> int:
         """Width of the NTK features."""
         if self.mode == "oneshot":
-            return self.oneshot.out_dim
-        if self.output_sketch.get("ntk") is not None:
-            return self.output_sketch["ntk"].out_dim
+            return self.params.out_dim
+        if self.output_sketch is not None and self.output_sketch.ntk is not None:
+            return self.output_sketch.ntk.out_dim
         return max(self.out_spec.ntk_dim, 1)
+
+    @property
+    def layers(self) -> tuple:
+        return self.layer.layers
 
 
 def _default_dtype():
@@ -68,12 +74,11 @@ def _check_input_shape(input_shape) -> tuple[int, ...]:
     try:
         shape = tuple(int(s) for s in input_shape)
     except TypeError:
-        raise ValueError(f"input_shape must be a tuple like (-1, d) or (-1, H, W, C), got {input_shape!r}") from None
-    if len(shape) not in (2, 4):
-        raise ValueError(
-            f"input_shape {input_shape!r} must be (batch, features) or (batch, height, width, channels) "
-            "with batch = -1 or any count"
-        )
+        raise ValueError(f"input_shape must be a tuple like (-1, d), (-1, nodes, C) or (-1, H, W, C), "
+                         f"got {input_shape!r}") from None
+    if len(shape) < 2:
+        raise ValueError(f"input_shape {input_shape!r} must be (batch, features), (batch, nodes, channels) or "
+                         "(batch, height, width, channels), with batch = -1 or any count")
     if any(s < 1 for s in shape[1:]):
         raise ValueError(f"input_shape {input_shape!r} has a non-positive non-batch dimension")
     return shape[1:]
@@ -84,89 +89,80 @@ def _check_method(method):
         raise TypeError(f"method must be nf.Sketch(...) or nf.RandomFeatures(...), got {method!r}")
 
 
-def init_feature_map(layers, key, input_shape, method, dtype=None) -> FeatureMap:
-    layers = check_layers(layers)
+def _all_layers(layer) -> list:
+    if isinstance(layer, (Serial, Parallel)):
+        return [inner for child in layer.layers for inner in _all_layers(child)]
+    return [layer]
+
+
+def root(layer) -> Serial:
+    """The architecture as a top-level serial block."""
+    if not isinstance(layer, Layer):
+        check_layers([layer])
+    return layer if isinstance(layer, Serial) else Serial((layer,))
+
+
+def init_feature_map(layer, key, input_shape, method, dtype=None) -> FeatureMap:
+    top = root(layer)
     _check_method(method)
     shape = _check_input_shape(input_shape)
     dtype = dtype or _default_dtype()
+    layers = flat_layers(top)
     if isinstance(method, Sketch) and method.mode != "layerwise":
-        reason = ntk_sketch.oneshot_reason(layers, shape)
+        reason = oneshot_reason(layers, shape)
         if reason is None or method.mode == "oneshot":
-            oneshot = ntk_sketch.oneshot_init(layers, key, shape, method, dtype)
-            return FeatureMap((), oneshot, {}, layers, method, shape, "oneshot", (), None)
-
-    if isinstance(method, Sketch) and method.width is None and any(isinstance(l, Conv) for l in layers):
+            params = oneshot_init(layers, key, shape, method, dtype)
+            return FeatureMap(params, None, top, method, shape, "oneshot", input_spec(shape, False), None)
+    if isinstance(method, Sketch) and method.width is None and any(isinstance(l, Conv) for l in _all_layers(top)):
         # Convolutional stacks: the inner width defaults to dim / 2. With renormalized sketches
         # the CNTK error is the same as at width dim (NOTES.md) at 2.4x the speed.
         method = dataclasses.replace(method, width=max(2, method.dim // 2))
-    relus = [i for i, l in enumerate(layers) if isinstance(l, Relu)]
-    # The last ReLU splits the output dimension between the NNGP and NTK parts when only
-    # width-preserving layers follow it; a Conv after it widens the NTK again, so then every
-    # ReLU keeps the full width and the output is compressed at the end.
-    last_relu = relus[-1] if relus and not any(isinstance(l, Conv) for l in layers[relus[-1]:]) else -1
-    relu_init = ntk_sketch.relu_init if isinstance(method, Sketch) else ntk_random_features.relu_init
+    spec = input_spec(shape, isinstance(method, Sketch) and method.renormalize)
     width = method.width or method.dim
-    renormalize = isinstance(method, Sketch) and method.renormalize
-    spec = Spec(shape[:-1], shape[-1], 0, True, -1.0, 1.0, 0.0, renormalize=renormalize)
-    specs, params = [], []
-    for i, (layer, k) in enumerate(zip(layers, _random.split(key, len(layers)))):
-        specs.append(spec)
-        if isinstance(layer, Relu):
-            p, spec = relu_init(layer, k, spec, method, i == last_relu, dtype)
-        else:
-            p, spec = linear.RULES[type(layer)][0](layer, k, spec, width, dtype)
-        params.append(p)
-    if spec.spatial:
-        raise ValueError(
-            f"the stack ends with spatial shape {spec.spatial}; end it with GlobalAvgPool() or Flatten() "
-            "(optionally followed by Dense) so that the kernel is one number per pair of inputs"
-        )
+    n = len(top.layers)
+    # The layers use keys 0..n-1 of the root's split, the output sketch the next one.
+    ctx = InitContext(method, width, dtype, where="network", top=True)
+    params, out_spec = init_layer(top, key, spec, ctx)
+    if isinstance(out_spec, Branches):
+        raise ValueError(f"the network ends with {len(out_spec)} branches; merge them (FanInSum or FanInConcat)")
+    k_ntk, k_nngp = _random.split(_random.split(key, n + 1)[-1], 2)
+    output_sketch = branching.CompressParams(
+        _output_sketch(k_nngp, out_spec.nngp_dim, method.dim, dtype),
+        _output_sketch(k_ntk, out_spec.ntk_dim, method.dim, dtype),
+    )
+    return FeatureMap(params, output_sketch, top, method, shape, "layerwise", spec, out_spec)
+
+
+def _output_sketch(key, width: int, dim: int, dtype):
     # Inputs and biases add a few coordinates; beyond that, one SRHT brings the output to `dim`.
-    k_ntk, k_nngp = _random.split(_random.split(key, len(layers) + 1)[-1], 2)
-    output_sketch = {"ntk": None, "nngp": None}
-    if spec.ntk_dim > method.dim + _OUTPUT_SLACK:
-        output_sketch["ntk"] = srht_init(k_ntk, spec.ntk_dim, method.dim, dtype)
-    if spec.nngp_dim > method.dim + _OUTPUT_SLACK:
-        output_sketch["nngp"] = srht_init(k_nngp, spec.nngp_dim, method.dim, dtype)
-    return FeatureMap(tuple(params), None, output_sketch, layers, method, shape, "layerwise", tuple(specs), spec)
+    from ntkfeat.sketches.srht import srht_init
+
+    return srht_init(key, width, dim, dtype) if width > dim + WIDTH_SLACK else None
 
 
-def apply_feature_map(params: FeatureMap, x: jax.Array, get: str = "ntk") -> jax.Array:
+def apply_feature_map(params: FeatureMap, x: jax.Array, get: str = "ntk", **kwargs) -> jax.Array:
     """Features of a batch x (n, *input_shape); no checks, no batching (see `compute_features`)."""
     if params.mode == "oneshot":
         if get != "ntk":
-            raise ValueError("one-shot NTK Sketch features approximate the NTK only; use Sketch(mode='layerwise') for 'nngp'")
-        return ntk_sketch.oneshot_apply(params.oneshot, x)
+            raise ValueError("one-shot NTK Sketch features approximate the NTK only; use Sketch(mode='layerwise') for "
+                             "'nngp'")
+        return oneshot_apply(params.params, x)
     channels = x.shape[-1]
     f = Features(x / math.sqrt(channels), None, jnp.sum(x * x, axis=-1) / channels)
-    relu_apply = (
-        ntk_sketch.relu_apply if isinstance(params.method, Sketch) else ntk_random_features.relu_apply
-    )
-    for layer, p, spec in zip(params.layers, params.layer_params, params.specs):
-        if isinstance(layer, Relu):
-            f = relu_apply(layer, p, spec, f)
-        else:
-            f = linear.RULES[type(layer)][1](layer, p, spec, f)
+    f = apply_layer(params.layer, params.params, params.spec, f, ApplyContext(params.method, kwargs))
     out = f.nngp if get == "nngp" else f.ntk
     if out is None:  # no Dense or Conv: the NTK is identically zero
-        return jnp.zeros((x.shape[0], 1), x.dtype)
-    sketch = params.output_sketch.get(get)
-    if sketch is None:
-        return out
-    sketched = srht(sketch, out)
-    return rescale(sketched, jnp.linalg.norm(out, axis=-1)) if params.out_spec.renormalize else sketched
+        return jnp.zeros(x.shape[:-1] + (1,), x.dtype)
+    sketch_ = getattr(params.output_sketch, get) if params.output_sketch is not None else None
+    return branching.compress(sketch_, out, params.out_spec.renormalize)
 
 
 _apply_jit = jax.jit(apply_feature_map, static_argnames="get")
 
 
-def _is_tracer(x) -> bool:
-    return isinstance(x, jax.core.Tracer)
-
-
 def check_inputs(x, input_shape: tuple[int, ...] | None, name: str = "x"):
     """Validates a batch of inputs; returns it as a floating array (NumPy stays NumPy)."""
-    if _is_tracer(x):
+    if batching.is_traced(x):
         return x
     if not hasattr(x, "shape"):
         x = np.asarray(x)
@@ -179,8 +175,8 @@ def check_inputs(x, input_shape: tuple[int, ...] | None, name: str = "x"):
             f"{name} has shape {tuple(x.shape)}, but the feature map was built for inputs of shape "
             f"(n, {', '.join(map(str, input_shape))})"
         )
-    if x.ndim not in (2, 4):
-        raise ValueError(f"{name} must be (n, d) or (n, H, W, C); got shape {tuple(x.shape)}")
+    if x.ndim < 2:
+        raise ValueError(f"{name} must be (n, d), (n, nodes, C) or (n, H, W, C); got shape {tuple(x.shape)}")
     finite = np.isfinite(x) if isinstance(x, np.ndarray) else jnp.isfinite(x)
     if not bool(finite.all()):
         bad = np.flatnonzero(~np.asarray(finite).reshape(len(x), -1).all(axis=1))
@@ -197,6 +193,21 @@ def _batch_budget() -> int:
     return int(limit // 8) if limit else DEFAULT_BATCH_BYTES
 
 
+def _specs(tree) -> list[Spec]:
+    """Every Spec held in a parameter tree's static descriptions."""
+    out = []
+    if isinstance(tree, Spec):
+        return [tree]
+    if isinstance(tree, tuple):
+        for item in tree:
+            out += _specs(item)
+    elif isinstance(tree, ChildrenParams):
+        out += _specs(tree.specs)
+        for child in tree.children:
+            out += _specs(child)
+    return out
+
+
 def default_batch_size(params: FeatureMap, budget_bytes: int | None = None) -> int:
     """Rows per batch such that one batch's intermediates stay within about `budget_bytes`."""
     budget_bytes = budget_bytes or _batch_budget()
@@ -204,15 +215,27 @@ def default_batch_size(params: FeatureMap, budget_bytes: int | None = None) -> i
     if params.mode == "oneshot":
         per_row = 6 * width + params.out_dim
     else:
-        per_row = max(
-            s.positions * (s.nngp_dim + s.ntk_dim + 6 * width) for s in params.specs + (params.out_spec,)
-        )
+        per_row = max(s.positions * (s.nngp_dim + s.ntk_dim + 6 * width)
+                      for s in _specs(params.params) + [params.out_spec])
     itemsize = jnp.dtype(_default_dtype()).itemsize
     return int(max(1, min(8192, budget_bytes // (per_row * itemsize))))
 
 
+def _check_get(get):
+    if get not in _GETS:
+        raise ValueError(f"get must be one of {_GETS}, got {get!r}")
+
+
+def _check_kwargs(params: FeatureMap, kwargs: dict) -> dict:
+    unknown = set(kwargs) - {"pattern"}
+    if unknown:
+        raise TypeError(f"feature_fn got unexpected keyword arguments {sorted(unknown)} (only pattern= for "
+                        "Aggregate layers)")
+    return kwargs
+
+
 def compute_features(params: FeatureMap, x, get: str = "ntk", *, batch_size: int | None = None,
-                     progress: bool | None = None) -> jax.Array:
+                     progress: bool | None = None, **kwargs) -> jax.Array:
     """Features of x (n, *input_shape), computed in batches of `batch_size` rows.
 
     Every batch has the same shape (the last one is padded), so the map compiles once.
@@ -223,108 +246,119 @@ def compute_features(params: FeatureMap, x, get: str = "ntk", *, batch_size: int
       x: inputs; NaN or inf raise an error, all-zero rows give zero features (without biases).
       get: 'ntk' (default) or 'nngp'.
       batch_size: rows per batch (default: from a ~256 MB budget for intermediates).
-      progress: show a progress bar (default: when there are 8 or more batches and stderr is a
-        terminal).
+      progress: show a progress bar (default: with 8 or more batches, on a terminal or in Jupyter).
+      **kwargs: pattern= (n, nodes, nodes) for Aggregate layers.
 
     Returns:
-      (n, out_dim) array.
+      (n, out_dim) array, or (n, *spatial, out_dim) when the network keeps spatial axes.
     """
     if not isinstance(params, FeatureMap):
         raise TypeError("params must come from init_fn (a FeatureMap)")
-    if get not in _GETS:
-        raise ValueError(f"get must be one of {_GETS}, got {get!r}")
+    _check_get(get)
+    kwargs = _check_kwargs(params, kwargs)
     x = check_inputs(x, params.input_shape)
-    if _is_tracer(x):
-        return apply_feature_map(params, x, get)
-    n = x.shape[0]
-    bs = batch_size or default_batch_size(params)
-    if bs < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if n <= bs:
-        return _apply_jit(params, jnp.asarray(x), get)
-    batches = _batches(params, x, get, bs)
-    count = -(-n // bs)
-    if progress is None:
-        progress = count >= 8 and sys.stderr.isatty()
-    if progress:
-        from tqdm.auto import tqdm
+    if batching.is_traced(x):
+        return apply_feature_map(params, x, get, **kwargs)
+    bs = default_batch_size(params) if batch_size is None else batching.check_batch_size(batch_size)
 
-        batches = tqdm(batches, total=count, desc="features", unit="batch")
-    return jnp.concatenate([phi for _, phi in batches])
+    def apply(xb, **kw):
+        return _apply_jit(params, xb, get, **kw)
+
+    return batching.map_rows(apply, x, bs, kwargs, progress=progress, desc="features")
 
 
-def _batches(params: FeatureMap, x, get: str, bs: int):
-    """(start, features) of consecutive batches of bs rows; the last one is padded with zero rows
-    (cut from its output) so that every batch has the same shape and one compilation serves all."""
-    n = x.shape[0]
-    for start in range(0, n, bs):
-        xb = jnp.asarray(x[start : start + bs])
-        rows = xb.shape[0]
-        if rows < bs and n > bs:
-            xb = jnp.concatenate([xb, jnp.zeros((bs - rows,) + xb.shape[1:], xb.dtype)])
-        yield start, _apply_jit(params, xb, get)[:rows]
-
-
-def iterate_features(params: FeatureMap, x, get: str = "ntk", *, batch_size: int | None = None):
+def iterate_features(params: FeatureMap, x, get: str = "ntk", *, batch_size: int | None = None, **kwargs):
     """Yields (start, features) for consecutive row batches of x, without keeping them all."""
-    if get not in _GETS:
-        raise ValueError(f"get must be one of {_GETS}, got {get!r}")
+    _check_get(get)
+    kwargs = _check_kwargs(params, kwargs)
     x = check_inputs(x, params.input_shape)
-    yield from _batches(params, x, get, batch_size or default_batch_size(params))
+    bs = default_batch_size(params) if batch_size is None else batching.check_batch_size(batch_size)
+    yield from batching.iterate(lambda xb, **kw: _apply_jit(params, xb, get, **kw), x, bs, kwargs, progress=False)
 
 
-def _stax_layers(layers):
-    dense = [i for i, l in enumerate(layers) if isinstance(l, (Dense, Conv))]
-    last = dense[-1] if dense else -1
-    return [l.stax(readout=(i == last)) for i, l in enumerate(layers)]
+def exact_kernel_fn(layer):
+    """neural-tangents' analytic kernel of `layer`, with input checks and row batching."""
+    top = root(layer)
+    cache = {}  # neural-tangents is imported on first use: features alone never need it
 
+    def nt_kernel():
+        if "kernel" not in cache:
+            cache["nt"] = compat.neural_tangents()
+            cache["kernel"] = top.stax(readout=True)[2]
+            cache["jitted"] = jax.jit(cache["kernel"], static_argnames="get")
+        return cache["kernel"]
 
-def exact_kernel_fn(layers):
-    """neural-tangents' analytic kernel of `layers`, with input checks and row batching."""
-    nt = compat.neural_tangents()
-    _, _, nt_kernel = nt.stax.serial(*_stax_layers(layers))
-    jitted = jax.jit(nt_kernel, static_argnames="get")
-    batched = {}
-
-    def kernel_fn(x1, x2=None, get: str = "ntk", *, batch_size: int | None = None,
-                  precision: str | None = "highest"):
+    def kernel_fn(x1, x2=None, get="ntk", *, batch_size: int | None = None, precision: str | None = "highest",
+                  **kwargs):
         """The exact kernel (n1, n2) between x1 and x2 (default x1).
 
         Args:
-          get: 'ntk' or 'nngp'.
+          get: 'ntk', 'nngp', or a tuple of them (then a namedtuple of both, as neural-tangents).
           batch_size: compute in blocks of this many rows of each input (neural-tangents'
-            `nt.batch`; inputs are zero-padded to a multiple). Default: one block up to 256
-            rows for images and 4096 for vectors.
+            `nt.batch`; inputs are padded to a multiple). Default: one block up to 256 rows for
+            images and 4096 for vectors.
           precision: matmul precision (`jax.default_matmul_precision`). The default 'highest'
             is full float32 everywhere; None keeps JAX's default, TF32 on recent NVIDIA GPUs,
             which is faster but off by ~5e-4 relative: too coarse for an oracle.
+          **kwargs: pattern=(pattern1, pattern2) for Aggregate layers.
         """
         with jax.default_matmul_precision(precision):
-            return _kernel(x1, x2, get, batch_size)
+            out = _kernel(x1, x2, get, batch_size, kwargs)
+        _warn_nan(out)
+        return out
 
-    def _kernel(x1, x2, get, batch_size):
-        if get not in _GETS:
-            raise ValueError(f"get must be one of {_GETS}, got {get!r}")
+    def _kernel(x1, x2, get, batch_size, kwargs):
+        gets = (get,) if isinstance(get, str) else tuple(get)
+        if not gets or any(g not in _GETS for g in gets):
+            raise ValueError(f"get must be 'ntk', 'nngp' or a tuple of them, got {get!r}")
         x1 = check_inputs(x1, None, "x1")
         x2 = x1 if x2 is None else check_inputs(x2, None, "x2")
         if tuple(x1.shape[1:]) != tuple(x2.shape[1:]):
             raise ValueError(f"x1 and x2 must have the same shape per row, got {x1.shape} and {x2.shape}")
         x1, x2 = jnp.asarray(x1), jnp.asarray(x2)
-        default = 4096 if x1.ndim == 2 else 256
-        bs = batch_size or default
         n1, n2 = x1.shape[0], x2.shape[0]
+        if "pattern" in kwargs:
+            kwargs = {**kwargs, "pattern": _check_pattern_pair(kwargs["pattern"], x1, x2)}
+        default = 4096 if x1.ndim == 2 else 256
+        bs = default if batch_size is None else batching.check_batch_size(batch_size)
+        kernel = nt_kernel()
         if max(n1, n2) <= bs:
-            return jitted(x1, x2, get=get)
-        if bs not in batched:
-            batched[bs] = nt.batch(nt_kernel, batch_size=bs, device_count=0, store_on_device=False)
+            return cache["jitted"](x1, x2, get=get, **kwargs)
+        if ("batched", bs) not in cache:
+            cache[("batched", bs)] = cache["nt"].batch(kernel, batch_size=bs, device_count=0, store_on_device=False)
 
         def pad(x):
-            extra = -x.shape[0] % bs
-            return jnp.concatenate([x, jnp.zeros((extra,) + x.shape[1:], x.dtype)]) if extra else x
+            return batching.pad_rows(x, -(-x.shape[0] // bs) * bs)
 
-        return jnp.asarray(batched[bs](pad(x1), pad(x2), get))[:n1, :n2]
+        if "pattern" in kwargs:
+            kwargs = {**kwargs, "pattern": tuple(pad(p) for p in kwargs["pattern"])}
+        out = cache[("batched", bs)](pad(x1), pad(x2), get, **kwargs)
+        if isinstance(get, str):
+            return jnp.asarray(out)[:n1, :n2]
+        return type(out)(*(jnp.asarray(o)[:n1, :n2] for o in out))
 
     return kernel_fn
+
+
+def _check_pattern_pair(pattern, x1, x2):
+    if not (isinstance(pattern, tuple) and len(pattern) == 2):
+        raise ValueError("kernel_fn takes pattern=(pattern1, pattern2), one adjacency per input set")
+    out = []
+    for p, x, name in zip(pattern, (x1, x2), ("pattern1", "pattern2")):
+        p = jnp.asarray(p)
+        expected = (x.shape[0],) + tuple(x.shape[1:-1]) * 2
+        if tuple(p.shape) != expected:
+            raise ValueError(f"{name} has shape {tuple(p.shape)}; for inputs of shape {tuple(x.shape)} it must be "
+                             f"{expected}")
+        out.append(p)
+    return tuple(out)
+
+
+def _warn_nan(out) -> None:
+    values = [out] if not isinstance(out, tuple) else list(out)
+    if any(bool(jnp.isnan(v).any()) for v in values if not batching.is_traced(v)):
+        warnings.warn("neural-tangents returned NaN kernel entries (its RectifiedMonomial closed form is NaN where "
+                      "two inputs are perfectly correlated, e.g. on the diagonal)", RuntimeWarning, stacklevel=3)
 
 
 def finite_network(*layers):
@@ -333,33 +367,35 @@ def finite_network(*layers):
     Widths come from each layer's `out_dim` / `out_chan` (defaults 512 / 128, and 1 for the
     readout). Used by gradient features (the empirical NTK).
     """
-    layers = check_layers(layers)
-    nt = compat.neural_tangents()
-    init_fn, apply_fn, _ = nt.stax.serial(*_stax_layers(layers))
+    init_fn, apply_fn, _ = Serial(check_layers(layers)).stax(readout=True)
     return init_fn, apply_fn
 
 
-def serial(*layers):
-    """Composes layers into (init_fn, feature_fn, kernel_fn).
+def views(layer):
+    """(init_fn, feature_fn, kernel_fn) of a layer description (see `ntkfeat.layers.serial`).
 
     init_fn(key, input_shape, method=Sketch()) -> FeatureMap
-      input_shape: (-1, d) or (-1, H, W, C) (NHWC), the batch entry is ignored.
+      input_shape: (-1, d), (-1, nodes, C) or (-1, H, W, C) (NHWC); the batch entry is ignored.
       method: Sketch(...) or RandomFeatures(...).
-    feature_fn(params, x, get='ntk', *, batch_size=None, progress=None) -> (n, ~dim) features
-    kernel_fn(x1, x2=None, get='ntk', *, batch_size=None, precision='highest') -> (n1, n2) exact
-      kernel, with full float32 matmuls unless precision says otherwise
+    feature_fn(params, x, get='ntk', *, batch_size=None, progress=None, **kwargs) -> (n, ~dim)
+    kernel_fn(x1, x2=None, get='ntk', *, batch_size=None, precision='highest', **kwargs) -> (n1, n2)
     """
-    layers = check_layers(layers)
+    top = root(layer)
 
     def init_fn(key, input_shape, method=None):
-        return init_feature_map(layers, key, input_shape, Sketch() if method is None else method)
+        return init_feature_map(top, key, input_shape, Sketch() if method is None else method)
 
-    def feature_fn(params, x, get: str = "ntk", *, batch_size: int | None = None, progress=None):
-        if isinstance(params, FeatureMap) and params.layers != layers:
+    def feature_fn(params, x, get: str = "ntk", *, batch_size: int | None = None, progress=None, **kwargs):
+        if isinstance(params, FeatureMap) and params.layer != top:
             raise ValueError("these parameters were made by the init_fn of a different architecture")
-        return compute_features(params, x, get, batch_size=batch_size, progress=progress)
+        return compute_features(params, x, get, batch_size=batch_size, progress=progress, **kwargs)
 
-    kernel_fn = exact_kernel_fn(layers)
+    kernel_fn = exact_kernel_fn(top)
     for fn in (init_fn, feature_fn, kernel_fn):
-        fn.layers = layers
+        fn.layer = top
+        fn.layers = top.layers
     return init_fn, feature_fn, kernel_fn
+
+
+__all__ = ["FeatureMap", "check_inputs", "compute_features", "default_batch_size", "exact_kernel_fn",
+           "finite_network", "iterate_features", "views"]

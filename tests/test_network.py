@@ -12,40 +12,40 @@ import numpy as np
 import pytest
 
 import ntkfeat as nf
-from ntkfeat.features.ntk_sketch import relu_polynomials
+from ntkfeat.features.sketch import homogeneous_polynomials
 from ntkfeat.polynomials import poly_eval
 
 from conftest import fc_stack, rel_fro
 
 
 def polynomial_network_kernel(layers, x, params):
-    """The layerwise NTK of an FC stack with each ReLU's kappas replaced by its fitted polynomial
-    (exact arithmetic, float64): what a noiseless layerwise sketch would compute."""
+    """The layerwise NTK of an FC stack with each activation's dual replaced by its fitted
+    polynomials (exact arithmetic, float64): what a noiseless layerwise sketch would compute."""
     x = np.asarray(x, np.float64)
     c = x.shape[1]
     nngp, ntk = x @ x.T / c, None
-    for layer, spec in zip(layers, params.specs):
+    for layer, spec in zip(layers, params.params.specs):
         if isinstance(layer, nf.Dense):
             nngp = layer.W_std**2 * nngp + layer.bias**2
             ntk = nngp if ntk is None else layer.W_std**2 * ntk + nngp
         elif isinstance(layer, nf.Relu):
-            k1, k0 = relu_polynomials(params.method.degree, params.method.fit, round(spec.rho_min, 6))
+            k1, k0 = homogeneous_polynomials(layer, params.method.degree, params.method.fit, round(spec.rho_min, 6))
             d = np.sqrt(np.diag(nngp))
             rho = np.clip(nngp / np.outer(d, d), -1, 1)
             if ntk is not None:
-                ntk = ntk * poly_eval(k0, rho) / 2
-            nngp = np.outer(d, d) * poly_eval(k1, rho) / 2
+                ntk = ntk * poly_eval(k0, rho)
+            nngp = np.outer(d, d) * poly_eval(k1, rho)
     return ntk
 
 
 def oneshot_polynomial_kernel(params, x):
-    p = params.oneshot
+    p = params.params
     z = p.w0 * np.asarray(x, np.float64) / np.sqrt(x.shape[1])
     if p.b0 > 0:
         z = np.concatenate([z, np.full((len(z), 1), p.b0)], 1)
     n = np.linalg.norm(z, axis=1)
     rho = np.clip(z @ z.T / np.outer(n, n), -1, 1)
-    return np.outer(n, n) * poly_eval(np.asarray(p.coeffs, np.float64), rho) + p.b_last**2
+    return np.outer(n, n) ** p.power * poly_eval(np.asarray(p.coeffs, np.float64), rho) + p.b_last**2
 
 
 CASES = [
@@ -187,8 +187,6 @@ def test_bad_inputs_raise_clear_errors(tabular):
         feature_fn(params, tabular[:, :5])
     with pytest.raises(ValueError, match="input_shape"):
         init_fn(jax.random.PRNGKey(0), (10,), nf.Sketch(dim=512))
-    with pytest.raises(ValueError, match="input_shape"):
-        init_fn(jax.random.PRNGKey(0), (-1, 4, 4), nf.Sketch(dim=512))
     with pytest.raises(ValueError, match="too small"):
         init_fn(jax.random.PRNGKey(0), (-1, 784), nf.Sketch(dim=40, degree=8))
     with pytest.raises(ValueError, match="degree"):
@@ -242,7 +240,7 @@ def test_renormalized_sketches_have_the_norms_they_estimate():
     # Renormalized kappa features have norm sqrt(p(1)) for each head's polynomial p, exactly; the
     # plain ones only in expectation. A sketched convolution keeps the stacked patches' norm.
     from ntkfeat.features import linear
-    from ntkfeat.features.ntk_sketch import kappa_features
+    from ntkfeat.features.sketch import kappa_features
     from ntkfeat.sketches import dot_product_features_init
 
     u = np.random.RandomState(0).randn(7, 300)

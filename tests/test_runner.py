@@ -2,6 +2,7 @@
 
 import csv
 import dataclasses
+import inspect
 import json
 import math
 import pathlib
@@ -266,9 +267,26 @@ def test_clear_errors_and_no_output(tmp_path, capsys, monkeypatch, case, expecte
 
 
 def test_config_details(tmp_path):
-    # The layer table follows ntkfeat's layer dataclasses.
+    # The layer table follows ntkfeat's layers: their signatures (neural-tangents' order), less
+    # the fields that take one value only (axes, parameterization).
     for name, fields in cfg.layer_defaults().items():
-        assert set(fields) == {f.name for f in dataclasses.fields(getattr(nf, name))}
+        params = list(inspect.signature(getattr(nf, name)).parameters)
+        assert list(fields) == [p for p in params if p not in cfg._HIDDEN_FIELDS], name
+    # Positional arguments in neural-tangents' order, nested blocks, functions by name.
+    arch = cfg._expand_architecture([{"Conv": [8, [3, 3], None, "SAME"]}, {"FanOut": 2},
+                                     {"parallel": [["Relu", {"Conv": [8, 3, 1, "SAME"]}], "Identity"]}, "FanInSum",
+                                     {"ElementwiseNumerical": {"fn": "tanh", "deg": 10}}, "GlobalAvgPool", "Dense"],
+                                    "architecture")
+    built = cfg.build_layers(arch)
+    assert built[0] == nf.Conv(8, (3, 3), None, "SAME") and isinstance(built[2], nf.layers.Parallel)
+    assert built[4].fn(0.5) == pytest.approx(np.tanh(0.5))
+    for bad, message in [([{"Dense": {"W_std": -1}}], r"architecture\[0\].Dense: Dense.W_std must be"),
+                         ([{"Dense": [1, 2, 3, 4]}], "at most 3 positional"),
+                         (["Relux"], "did you mean 'Relu'"),
+                         ([{"LeakyRelu": {}}], "alpha: missing"),
+                         ([{"ElementwiseNumerical": {"fn": "os.system", "deg": 3}}], "name of a function|no function")]:
+        with pytest.raises(cfg.ConfigError, match=message):
+            cfg.build_layers(cfg._expand_architecture(bad, "architecture"))
     # Duplicate keys, YAML 1.1's string '1e-3', repeat blocks, --set overrides.
     (tmp_path / "dup.yaml").write_text("name: a\nname: b\n")
     with pytest.raises(cfg.ConfigError, match="duplicate key 'name'"):

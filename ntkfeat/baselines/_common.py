@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ntkfeat import batching
 from ntkfeat.network import check_inputs
 
 
@@ -59,37 +60,11 @@ def check_batch(x, input_shape: tuple[int, ...]):
 
 
 def map_rows(apply: Callable, x, batch_size: int) -> jax.Array:
-    """apply(xb) -> (rows, k) over consecutive batches of `batch_size` rows of x, concatenated.
-
-    Every batch has the same shape, so a jitted `apply` compiles once: the last one is padded
-    by repeating its last row (not zeros, which some kernels map to 0/0, e.g. angles at x = 0)
-    and the padding rows are cut from the result. A traced x is processed in one call.
-    """
-    if isinstance(x, jax.core.Tracer):
-        return apply(x)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    n = x.shape[0]
-    if n <= batch_size:
-        return apply(jnp.asarray(x))
-    out = []
-    for start in range(0, n, batch_size):
-        xb = jnp.asarray(x[start : start + batch_size])
-        rows = xb.shape[0]
-        if rows < batch_size:
-            xb = jnp.concatenate([xb, jnp.repeat(xb[-1:], batch_size - rows, axis=0)])
-        out.append(apply(xb)[:rows])
-    return jnp.concatenate(out)
+    """apply(xb) -> (rows, k) over consecutive padded batches of x, concatenated (one compilation;
+    see `ntkfeat.batching`). A traced x is processed in one call."""
+    return batching.map_rows(apply, x, batch_size)
 
 
 def row_blocks(fn: Callable, x, block: int) -> np.ndarray:
-    """Host-side (float64) concatenation of fn(xb) over padded row blocks of x (see `map_rows`)."""
-    out = []
-    n = x.shape[0]
-    for start in range(0, n, block):
-        xb = np.asarray(x[start : start + block])
-        rows = xb.shape[0]
-        if n > block and rows < block:
-            xb = np.concatenate([xb, np.repeat(xb[-1:], block - rows, axis=0)])
-        out.append(np.asarray(fn(xb), np.float64)[:rows])
-    return np.concatenate(out)
+    """Host-side (float64) concatenation of fn(xb) over padded row blocks of x."""
+    return batching.map_rows_host(fn, x, block)

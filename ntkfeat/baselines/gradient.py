@@ -26,7 +26,9 @@ from jax.flatten_util import ravel_pytree
 from ntkfeat import _random, compat
 from ntkfeat._pytree import pytree_dataclass
 from ntkfeat.baselines._common import check_batch, check_dim, check_train, default_dtype, map_rows
-from ntkfeat.layers.layers import Conv, Dense, check_layers
+from ntkfeat.layers.base import Layer
+from ntkfeat.layers.combinators import Parallel, Serial, check_layers
+from ntkfeat.layers.linear import Conv, Dense
 from ntkfeat.network import finite_network
 from ntkfeat.sketches.srht import SRHTParams, srht, srht_init
 
@@ -41,32 +43,38 @@ class GradientParams:
 
     network: Any  # neural-tangents parameters of the finite network
     projection: SRHTParams | jax.Array | None  # SRHT, (P, dim) Gaussian, or None: the full gradient
-    layers: tuple  # the layers with their finite widths filled in
+    layers: Serial  # the architecture with its finite widths filled in
     input_shape: tuple[int, ...]
     num_params: int  # P, the length of the flattened gradient
     out_dim: int  # number of features: dim, or P without projection
 
 
-def finite_layers(layers: Sequence, width: int) -> tuple:
-    """The layers with every unset hidden width (Dense.out_dim, Conv.out_chan) set to `width`.
+def finite_layers(layers: Sequence | Layer, width: int) -> Serial:
+    """The architecture with every unset hidden width (Dense.out_dim, Conv.out_chan) set to `width`.
 
     The readout (the last Dense or Conv) is left at its default of one output (a readout Conv with
     out_chan None gets out_chan=1), so that the network has a scalar output per input.
     """
-    layers = check_layers(layers)
+    top = layers if isinstance(layers, Serial) else Serial((layers,) if isinstance(layers, Layer) else
+                                                            check_layers(layers))
     width = check_dim("width", width)
-    weighted = [i for i, l in enumerate(layers) if isinstance(l, (Dense, Conv))]
-    if not weighted:
+    if not top.weighted:
         raise ValueError("gradient features need at least one Dense or Conv layer (the network has no parameters)")
-    readout = weighted[-1]
-    out = []
-    for i, layer in enumerate(layers):
-        if isinstance(layer, Dense) and layer.out_dim is None and i != readout:
-            layer = dataclasses.replace(layer, out_dim=width)
-        elif isinstance(layer, Conv) and layer.out_chan is None:
-            layer = dataclasses.replace(layer, out_chan=1 if i == readout else width)
-        out.append(layer)
-    return tuple(out)
+    return _with_widths(top, width, readout=True)
+
+
+def _with_widths(layer, width: int, readout: bool):
+    if isinstance(layer, Dense):
+        return layer if (layer.out_dim is not None or readout) else dataclasses.replace(layer, out_dim=width)
+    if isinstance(layer, Conv):
+        return layer if layer.out_chan is not None else dataclasses.replace(layer, out_chan=1 if readout else width)
+    if isinstance(layer, Serial):
+        weighted = [i for i, child in enumerate(layer.layers) if child.weighted]
+        last = weighted[-1] if (readout and weighted) else -1
+        return Serial(tuple(_with_widths(child, width, i == last) for i, child in enumerate(layer.layers)))
+    if isinstance(layer, Parallel):
+        return Parallel(tuple(_with_widths(child, width, False) for child in layer.layers))
+    return layer
 
 
 def _scalar_output(apply_fn, network, x):
@@ -118,7 +126,7 @@ def gradient_features(layers: Sequence, dim: int | None = None, width: int = 512
         dim = check_dim("dim", dim)
     if projection not in _PROJECTIONS:
         raise ValueError(f"projection must be one of {_PROJECTIONS}, got {projection!r}")
-    net_init, apply_fn = finite_network(*layers)
+    net_init, apply_fn = finite_network(layers)
 
     @jax.jit
     def apply(params: GradientParams, x):
@@ -179,7 +187,7 @@ def empirical_ntk(layers: Sequence, width: int = 512):
     """
     layers = finite_layers(layers, width)
     nt = compat.neural_tangents()
-    _, apply_fn = finite_network(*layers)
+    _, apply_fn = finite_network(layers)
     ntk = jax.jit(nt.empirical_ntk_fn(apply_fn, trace_axes=(-1,), vmap_axes=0))
 
     def ntk_fn(params, x1, x2=None) -> jax.Array:

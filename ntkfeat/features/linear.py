@@ -1,32 +1,52 @@
-"""Feature maps of the linear layers (Dense, Conv, AvgPool, GlobalAvgPool, Flatten).
+"""Feature rules of the linear layers, shared by every method.
 
-Every method (Sketch, RandomFeatures) shares them: on features, a linear layer of the network is
-a linear map, exact where it is cheap and a sketch of that map where it is not.
+On features, a linear layer of the network is a linear map, exact where it is cheap and a
+sketch of that map where it is not.
 
 Convolution. The NNGP after a conv is W_std^2 / |filter| times the sum over filter offsets o of
 the NNGP at shifted positions, i.e. the Gram of the q^2 shifted copies stacked side by side
 (im2col). When that stack is narrow (the first layer: 4 x 4 x 3 = 48) it is used as is. When it
 is wide, stacking it is never needed: with a shared random rotation R and independent sign
 vectors D_o, v(p) = sum_o D_o * R f(p + o) satisfies E <v(p), v'(p')> = sum_o <f(p+o), f'(p'+o)>,
-so one depthwise convolution with random +-1 filters replaces the q^2-wide direct sum. R (a full
-random rotation: sign flips and the orthonormal real DFT, exact) spreads each feature vector so that the cross terms stay
-small. Flatten uses the same trick over positions.
+so one signed sum over offsets replaces the q^2-wide direct sum. R (sign flips and the
+orthonormal real DFT, exact) spreads each feature vector so that the cross terms stay small.
+Flatten uses the same trick over positions.
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from ntkfeat import _random
 from ntkfeat._norms import rescale
-from ntkfeat.features.state import Features, Spec
-from ntkfeat.layers.layers import AvgPool, Conv, Dense, Flatten, GlobalAvgPool
+from ntkfeat.features.state import Branches, Features, Spec
+from ntkfeat.features.table import register
+from ntkfeat.layers.linear import (
+    Aggregate, AvgPool, Conv, Dense, Flatten, GlobalAvgPool, GlobalSumPool, Identity, LayerNorm, SumPool,
+)
 from ntkfeat.sketches.srht import fft_length, random_rotation
 
 _DN = ("NHWC", "HWIO", "NHWC")
+
+
+class WindowMix(NamedTuple):
+    """A sketch of the direct sum of the shifted copies in a window (see module docstring)."""
+
+    rotation: jax.Array  # (in_dim,) signs of the shared random rotation
+    signs: jax.Array  # (*window, rotated width, copies) signs per offset and copy
+
+
+class MixParams(NamedTuple):
+    """Per kernel: None (exact stacking) or the WindowMix that sketches it."""
+
+    nngp: WindowMix | None
+    ntk: WindowMix | None
 
 
 def conv_output_shape(spatial, window, strides, padding) -> tuple[int, int]:
@@ -35,28 +55,45 @@ def conv_output_shape(spatial, window, strides, padding) -> tuple[int, int]:
     return tuple((s - w) // st + 1 for s, w, st in zip(spatial, window, strides))
 
 
+def _single_branch(spec: Spec, ctx, what: str) -> None:
+    if isinstance(spec, Branches):
+        raise ValueError(f"{ctx.where}: {what} gets {len(spec)} branches; merge them first (FanInSum or FanInConcat)")
+
+
+def _needs_images(spec: Spec, ctx, what: str) -> None:
+    _single_branch(spec, ctx, what)
+    if len(spec.spatial) != 2:
+        raise ValueError(f"{ctx.where}: {what} needs NHWC inputs (2 spatial axes); it sees spatial shape {spec.spatial}")
+
+
+def _with_bias(nngp, b: float):
+    if b > 0:
+        return jnp.concatenate([nngp, jnp.full(nngp.shape[:-1] + (1,), b, nngp.dtype)], axis=-1)
+    return nngp
+
+
+def _weighted_spec(spec: Spec, layer, nngp_dim: int, ntk_dim: int, **changes) -> Spec:
+    """The description after a Dense or Conv: NTK = W^2 NTK + NNGP', Gaussian values."""
+    s = layer.W_std**2 * spec.nngp_scale + layer.bias**2
+    return spec._replace(
+        nngp_dim=nngp_dim + (1 if layer.bias > 0 else 0),
+        ntk_dim=ntk_dim + nngp_dim + (1 if layer.bias > 0 else 0),
+        nngp_scale=s, ntk_scale=layer.W_std**2 * spec.ntk_scale + s, ntk_ends_with_nngp=True,
+        channels=layer.width(), gaussian=True, **changes,
+    )
+
+
 # ---------------------------------------------------------------------------------------- Dense
 
 
-def dense_init(layer: Dense, key, spec: Spec, width: int, dtype):
-    if spec.spatial:
-        pass  # Dense acts on the channel axis at every position, as in neural-tangents.
-    b = layer.bias
-    nngp_dim = spec.nngp_dim + (1 if b > 0 else 0)
-    ntk_dim = (spec.ntk_dim if spec.ntk_dim else 0) + nngp_dim
-    s = layer.W_std**2 * spec.nngp_scale + b**2
-    out = spec._replace(
-        nngp_dim=nngp_dim, ntk_dim=ntk_dim, nngp_scale=s, ntk_scale=layer.W_std**2 * spec.ntk_scale + s,
-        ntk_ends_with_nngp=True,
-    )
-    return None, out
+def dense_init(layer: Dense, key, spec: Spec, ctx):
+    _single_branch(spec, ctx, "Dense")
+    return None, _weighted_spec(spec, layer, spec.nngp_dim, spec.ntk_dim)
 
 
-def dense_apply(layer: Dense, params, spec: Spec, f: Features) -> Features:
+def dense_apply(layer: Dense, params, spec: Spec, f: Features, ctx) -> Features:
     w, b = layer.W_std, layer.bias
-    nngp = w * f.nngp
-    if b > 0:
-        nngp = jnp.concatenate([nngp, jnp.full(nngp.shape[:-1] + (1,), b, nngp.dtype)], axis=-1)
+    nngp = _with_bias(w * f.nngp, b)
     ntk = nngp if f.ntk is None else jnp.concatenate([w * f.ntk, nngp], axis=-1)
     diag = None if f.diag is None else w**2 * f.diag + b**2
     return Features(nngp, ntk, diag)
@@ -65,8 +102,8 @@ def dense_apply(layer: Dense, params, spec: Spec, f: Features) -> Features:
 # ----------------------------------------------------------------------------------------- Conv
 
 
-def _window_mix_init(key, in_dim: int, window: tuple[int, ...], width: int, dtype):
-    """Either None (exact stacking is cheap) or (rotation, signs) for the sign-sum sketch.
+def _window_mix_init(key, in_dim: int, window: tuple[int, ...], width: int, dtype) -> WindowMix | None:
+    """Either None (exact stacking is cheap) or the signed-sum sketch.
 
     One sign-sum compresses prod(window) * N inputs into N outputs, so when the budget allows
     it, r = width // N independent sign sets (one shared rotation) are concatenated and scaled by
@@ -78,7 +115,7 @@ def _window_mix_init(key, in_dim: int, window: tuple[int, ...], width: int, dtyp
     rotated = fft_length(in_dim)  # the rotation's output width
     copies = _copies(in_dim, window, width)
     signs = jnp.asarray(_random.rademacher(k_sign, tuple(window) + (rotated, copies)), dtype)
-    return jnp.asarray(_random.rademacher(k_rot, (in_dim,)), dtype), signs
+    return WindowMix(jnp.asarray(_random.rademacher(k_rot, (in_dim,)), dtype), signs)
 
 
 def _copies(in_dim: int, window, width: int) -> int:
@@ -112,148 +149,248 @@ def _signed_window_sum(y, signs, window, strides, padding):
     return out.reshape(out.shape[:3] + (-1,)) * (1.0 / copies) ** 0.5
 
 
-def _window_mix(mix, x, window, strides, padding, renormalize=False):
+def _window_sum(x, window, strides, padding):
+    """Sum of x (n, H, W) over each window (zero padding for SAME)."""
+    return lax.reduce_window(x, 0.0, lax.add, (1,) + tuple(window), (1,) + tuple(strides), padding)
+
+
+def _window_mix(mix: WindowMix | None, x, window, strides, padding, renormalize=False):
     """sum_o (per-offset linear map) x(p + o), exact (patches) or sketched (signed rotations).
 
     Renormalized, the sketch has the exact norm of the stacked patches at every position:
     sqrt(sum_o |x(p + o)|^2)."""
     if mix is None:
-        return lax.conv_general_dilated_patches(
-            x, window, strides, padding, dimension_numbers=_DN
-        )
-    rotation, signs = mix
-    y = random_rotation(rotation, x)  # orthogonal: inner products kept exactly
-    out = _signed_window_sum(y, signs, window, strides, padding)
+        return lax.conv_general_dilated_patches(x, window, strides, padding, dimension_numbers=_DN)
+    y = random_rotation(mix.rotation, x)  # orthogonal: inner products kept exactly
+    out = _signed_window_sum(y, mix.signs, window, strides, padding)
     if renormalize:
-        squares = lax.reduce_window(jnp.sum(x * x, axis=-1), 0.0, lax.add, (1,) + window, (1,) + strides, padding)
-        out = rescale(out, jnp.sqrt(squares))
+        out = rescale(out, jnp.sqrt(_window_sum(jnp.sum(x * x, axis=-1), window, strides, padding)))
     return out
 
 
-def conv_init(layer: Conv, key, spec: Spec, width: int, dtype):
-    if len(spec.spatial) != 2:
-        raise ValueError(f"Conv needs NHWC inputs (2 spatial axes); this layer sees spatial shape {spec.spatial}")
+def conv_init(layer: Conv, key, spec: Spec, ctx):
+    _needs_images(spec, ctx, "Conv")
     out_spatial = conv_output_shape(spec.spatial, layer.filter_shape, layer.strides, layer.padding)
     if min(out_spatial) < 1:
         raise ValueError(
-            f"Conv{layer.filter_shape} with VALID padding needs inputs of at least {layer.filter_shape} "
-            f"positions; this layer sees {spec.spatial} (the images are smaller than the network's receptive field)"
+            f"{ctx.where}: Conv{layer.filter_shape} with VALID padding needs inputs of at least {layer.filter_shape} "
+            f"positions; it sees {spec.spatial} (the images are smaller than the network's receptive field)"
         )
     k1, k2 = _random.split(key, 2)
-    nngp_mix = _window_mix_init(k1, spec.nngp_dim, layer.filter_shape, width, dtype)
-    ntk_mix = _window_mix_init(k2, spec.ntk_dim, layer.filter_shape, width, dtype) if spec.ntk_dim else None
-    b = layer.bias
-    nngp_dim = _window_mix_dim(spec.nngp_dim, layer.filter_shape, width) + (1 if b > 0 else 0)
-    ntk_dim = (_window_mix_dim(spec.ntk_dim, layer.filter_shape, width) if spec.ntk_dim else 0) + nngp_dim
-    s = layer.W_std**2 * spec.nngp_scale + b**2
-    out = spec._replace(
-        spatial=out_spatial, nngp_dim=nngp_dim, ntk_dim=ntk_dim, nngp_scale=s,
-        ntk_scale=layer.W_std**2 * spec.ntk_scale + s, ntk_ends_with_nngp=True,
+    window, width = layer.filter_shape, ctx.width
+    params = MixParams(
+        _window_mix_init(k1, spec.nngp_dim, window, width, ctx.dtype),
+        _window_mix_init(k2, spec.ntk_dim, window, width, ctx.dtype) if spec.ntk_dim else None,
     )
-    return {"nngp": nngp_mix, "ntk": ntk_mix}, out
+    nngp_dim = _window_mix_dim(spec.nngp_dim, window, width)
+    ntk_dim = _window_mix_dim(spec.ntk_dim, window, width) if spec.ntk_dim else 0
+    return params, _weighted_spec(spec, layer, nngp_dim, ntk_dim, spatial=out_spatial)
 
 
-def conv_apply(layer: Conv, params, spec: Spec, f: Features) -> Features:
+def conv_apply(layer: Conv, params: MixParams, spec: Spec, f: Features, ctx) -> Features:
     window, strides, padding = layer.filter_shape, layer.strides, layer.padding
     scale = layer.W_std / math.sqrt(math.prod(window))
     b = layer.bias
-    nngp = scale * _window_mix(params["nngp"], f.nngp, window, strides, padding, spec.renormalize)
-    if b > 0:
-        nngp = jnp.concatenate([nngp, jnp.full(nngp.shape[:-1] + (1,), b, nngp.dtype)], axis=-1)
+    nngp = _with_bias(scale * _window_mix(params.nngp, f.nngp, window, strides, padding, spec.renormalize), b)
     if f.ntk is None:
         ntk = nngp
     else:
-        mixed = _window_mix(params["ntk"], f.ntk, window, strides, padding, spec.renormalize)
+        mixed = _window_mix(params.ntk, f.ntk, window, strides, padding, spec.renormalize)
         ntk = jnp.concatenate([scale * mixed, nngp], -1)
-    diag = None
-    if f.diag is not None:
-        summed = lax.reduce_window(
-            f.diag, 0.0, lax.add, (1,) + window, (1,) + strides, padding
-        )
-        diag = scale**2 * summed + b**2
+    diag = None if f.diag is None else scale**2 * _window_sum(f.diag, window, strides, padding) + b**2
     return Features(nngp, ntk, diag)
 
 
 # -------------------------------------------------------------------------------------- Pooling
 
 
-def avg_pool_init(layer: AvgPool, key, spec: Spec, width: int, dtype):
-    if len(spec.spatial) != 2:
-        raise ValueError(f"AvgPool needs NHWC inputs; this layer sees spatial shape {spec.spatial}")
-    out_spatial = conv_output_shape(spec.spatial, layer.window, layer.strides, layer.padding)
+def _pool_init(layer, spec: Spec, ctx, scale: float):
+    name = type(layer).__name__
+    _needs_images(spec, ctx, name)
+    out_spatial = conv_output_shape(spec.spatial, layer.window_shape, layer.strides, layer.padding)
     if min(out_spatial) < 1:
-        raise ValueError(f"AvgPool{layer.window} does not fit the spatial shape {spec.spatial}")
-    return None, spec._replace(spatial=out_spatial, diag_known=False)
+        raise ValueError(f"{ctx.where}: {name}{layer.window_shape} does not fit the spatial shape {spec.spatial}")
+    return None, spec._replace(spatial=out_spatial, diag_known=False, nngp_scale=spec.nngp_scale * scale,
+                               ntk_scale=spec.ntk_scale * scale)
 
 
-def avg_pool_apply(layer: AvgPool, params, spec: Spec, f: Features) -> Features:
+def _pool(x, layer, divide: bool, spatial=None):
+    window, strides, padding = layer.window_shape, layer.strides, layer.padding
+    dims, steps = (1,) + window + (1,), (1,) + strides + (1,)
+    out = lax.reduce_window(x, 0.0, lax.add, dims, steps, padding)
+    if not divide:
+        return out
+    if getattr(layer, "normalize_edges", False):
+        # Divide by the number of window positions inside the image (a static count per position).
+        count = lax.reduce_window(np.ones((1,) + tuple(spatial) + (1,), np.float32), 0.0, lax.add, dims, steps, padding)
+        return out / jnp.asarray(count, x.dtype)
+    return out / math.prod(window)
+
+
+def avg_pool_init(layer: AvgPool, key, spec: Spec, ctx):
+    return _pool_init(layer, spec, ctx, 1.0)
+
+
+def avg_pool_apply(layer: AvgPool, params, spec: Spec, f: Features, ctx) -> Features:
     def pool(x):
-        dims = (1,) + layer.window + (1,)
-        strides = (1,) + layer.strides + (1,)
-        return lax.reduce_window(x, 0.0, lax.add, dims, strides, layer.padding) / math.prod(layer.window)
+        return None if x is None else _pool(x, layer, True, spec.spatial)
 
-    return Features(pool(f.nngp), None if f.ntk is None else pool(f.ntk), None)
+    return Features(pool(f.nngp), pool(f.ntk), None)
 
 
-def global_avg_pool_init(layer: GlobalAvgPool, key, spec: Spec, width: int, dtype):
+def sum_pool_init(layer: SumPool, key, spec: Spec, ctx):
+    # Masses for splitting dimensions: correlated neighbours add their kernels, so about |window|.
+    return _pool_init(layer, spec, ctx, float(math.prod(layer.window_shape)))
+
+
+def sum_pool_apply(layer: SumPool, params, spec: Spec, f: Features, ctx) -> Features:
+    return Features(_pool(f.nngp, layer, False), None if f.ntk is None else _pool(f.ntk, layer, False), None)
+
+
+def _global_pool_init(layer, spec: Spec, ctx, scale: float):
+    _single_branch(spec, ctx, type(layer).__name__)
     if not spec.spatial:
-        raise ValueError("GlobalAvgPool needs spatial inputs (NHWC); this layer sees flat features")
-    return None, spec._replace(spatial=(), diag_known=False)
+        raise ValueError(f"{ctx.where}: {type(layer).__name__} needs spatial inputs; it sees flat features")
+    return None, spec._replace(spatial=(), diag_known=False, nngp_scale=spec.nngp_scale * scale,
+                               ntk_scale=spec.ntk_scale * scale)
 
 
-def global_avg_pool_apply(layer, params, spec: Spec, f: Features) -> Features:
+def _global_pool_apply(f: Features, spec: Spec, reduce) -> Features:
     axes = tuple(range(1, 1 + len(spec.spatial)))
-    return Features(
-        jnp.mean(f.nngp, axis=axes), None if f.ntk is None else jnp.mean(f.ntk, axis=axes), None
-    )
+    return Features(reduce(f.nngp, axis=axes), None if f.ntk is None else reduce(f.ntk, axis=axes), None)
 
 
-def flatten_init(layer: Flatten, key, spec: Spec, width: int, dtype):
+def global_avg_pool_init(layer, key, spec: Spec, ctx):
+    return _global_pool_init(layer, spec, ctx, 1.0)
+
+
+def global_avg_pool_apply(layer, params, spec: Spec, f: Features, ctx) -> Features:
+    return _global_pool_apply(f, spec, jnp.mean)
+
+
+def global_sum_pool_init(layer, key, spec: Spec, ctx):
+    _single_branch(spec, ctx, "GlobalSumPool")
+    return _global_pool_init(layer, spec, ctx, float(spec.positions))
+
+
+def global_sum_pool_apply(layer, params, spec: Spec, f: Features, ctx) -> Features:
+    return _global_pool_apply(f, spec, jnp.sum)
+
+
+# -------------------------------------------------------------------------------------- Flatten
+
+
+def flatten_init(layer: Flatten, key, spec: Spec, ctx):
+    _single_branch(spec, ctx, "Flatten")
     if not spec.spatial:
         return None, spec
     k1, k2 = _random.split(key, 2)
-    p = spec.positions
-    params = {
-        "nngp": _window_mix_init(k1, spec.nngp_dim, (p,), width, dtype),
-        "ntk": _window_mix_init(k2, spec.ntk_dim, (p,), width, dtype) if spec.ntk_dim else None,
-    }
+    p, width = spec.positions, ctx.width
+    params = MixParams(
+        _window_mix_init(k1, spec.nngp_dim, (p,), width, ctx.dtype),
+        _window_mix_init(k2, spec.ntk_dim, (p,), width, ctx.dtype) if spec.ntk_dim else None,
+    )
     out = spec._replace(
         spatial=(),
         nngp_dim=_window_mix_dim(spec.nngp_dim, (p,), width),
         ntk_dim=_window_mix_dim(spec.ntk_dim, (p,), width) if spec.ntk_dim else 0,
         ntk_ends_with_nngp=False,
+        channels=spec.channels * p,
     )
     return params, out
 
 
-def _flatten_features(mix, x, positions: int, renormalize=False):
+def _flatten_features(mix: WindowMix | None, x, positions: int, renormalize=False):
     n = x.shape[0]
     x = x.reshape(n, positions, x.shape[-1])
     if mix is None:
         return x.reshape(n, -1) / math.sqrt(positions)
-    rotation, signs = mix  # signs: (positions, N, copies)
-    y = random_rotation(rotation, x)
-    out = jnp.einsum("npm,pmc->nmc", y, signs.astype(y.dtype)) / math.sqrt(positions * signs.shape[-1])
+    y = random_rotation(mix.rotation, x)  # signs: (positions, N, copies)
+    out = jnp.einsum("npm,pmc->nmc", y, mix.signs.astype(y.dtype)) / math.sqrt(positions * mix.signs.shape[-1])
     out = out.reshape(n, -1)
     return rescale(out, jnp.sqrt(jnp.sum(x * x, axis=(1, 2)) / positions)) if renormalize else out
 
 
-def flatten_apply(layer, params, spec: Spec, f: Features) -> Features:
+def flatten_apply(layer, params: MixParams, spec: Spec, f: Features, ctx) -> Features:
     if not spec.spatial:
         return f
     p = spec.positions
-    nngp = _flatten_features(params["nngp"], f.nngp, p, spec.renormalize)
-    ntk = None if f.ntk is None else _flatten_features(params["ntk"], f.ntk, p, spec.renormalize)
+    nngp = _flatten_features(params.nngp, f.nngp, p, spec.renormalize)
+    ntk = None if f.ntk is None else _flatten_features(params.ntk, f.ntk, p, spec.renormalize)
     diag = None if f.diag is None else jnp.mean(f.diag.reshape(f.diag.shape[0], -1), axis=1)
     return Features(nngp, ntk, diag)
 
 
-RULES = {
-    Dense: (dense_init, dense_apply),
-    Conv: (conv_init, conv_apply),
-    AvgPool: (avg_pool_init, avg_pool_apply),
-    GlobalAvgPool: (global_avg_pool_init, global_avg_pool_apply),
-    Flatten: (flatten_init, flatten_apply),
-}
+# ----------------------------------------------------------------------- Identity, LayerNorm
 
-__all__ = ["RULES", "conv_output_shape"]
+
+def identity_init(layer, key, spec, ctx):
+    return None, spec
+
+
+def identity_apply(layer, params, spec, f, ctx):
+    return f
+
+
+def layer_norm_init(layer: LayerNorm, key, spec: Spec, ctx):
+    _single_branch(spec, ctx, "LayerNorm")
+    if not spec.gaussian:
+        raise ValueError(f"{ctx.where}: LayerNorm needs Gaussian inputs (put a Dense or Conv before it; "
+                         "neural-tangents' rule)")
+    q = spec.nngp_scale
+    return None, spec._replace(nngp_scale=q / (layer.eps + q), ntk_scale=spec.ntk_scale / (layer.eps + q),
+                               diag_known=True)
+
+
+def layer_norm_apply(layer: LayerNorm, params, spec: Spec, f: Features, ctx) -> Features:
+    q = f.diag if f.diag is not None else jnp.sum(f.nngp * f.nngp, axis=-1)
+    shifted = layer.eps + q
+    inv = jnp.where(shifted > 0, lax.rsqrt(jnp.where(shifted > 0, shifted, 1.0)), 0.0)  # zero rows stay zero
+    return Features(f.nngp * inv[..., None], None if f.ntk is None else f.ntk * inv[..., None], q * inv * inv)
+
+
+# ------------------------------------------------------------------------------------ Aggregate
+
+
+def aggregate_init(layer: Aggregate, key, spec: Spec, ctx):
+    _single_branch(spec, ctx, "Aggregate")
+    if not spec.spatial:
+        raise ValueError(f"{ctx.where}: Aggregate needs inputs with node axes (batch, nodes, channels); "
+                         "it sees flat features")
+    # Any weighted sum of positions: correlations are no longer bounded below by the inputs'.
+    return None, spec._replace(diag_known=False, rho_min=-1.0)
+
+
+def aggregate_apply(layer: Aggregate, params, spec: Spec, f: Features, ctx) -> Features:
+    if ctx.kwargs.get("pattern") is None:
+        raise ValueError("Aggregate needs the graph: call feature_fn(params, x, pattern=A) with A of shape "
+                         f"(n, {', '.join(map(str, spec.spatial * 2))})")
+    pattern = layer.dense(ctx.kwargs["pattern"])
+    n, p = f.nngp.shape[0], spec.positions
+    expected = (n,) + spec.spatial * 2
+    if tuple(pattern.shape) != expected:
+        raise ValueError(f"pattern has shape {tuple(pattern.shape)}; for inputs with {n} rows and node axes "
+                         f"{spec.spatial} it must be {expected}")
+    a = jnp.reshape(pattern, (n, p, p)).astype(f.nngp.dtype)
+
+    def aggregate(x):
+        if x is None:
+            return None
+        out = jnp.einsum("bim,bij->bjm", x.reshape(n, p, x.shape[-1]), a, precision=lax.Precision.HIGHEST)
+        return out.reshape(x.shape)
+
+    return Features(aggregate(f.nngp), aggregate(f.ntk), None)
+
+
+register(Dense, None, dense_init, dense_apply)
+register(Conv, None, conv_init, conv_apply)
+register(AvgPool, None, avg_pool_init, avg_pool_apply)
+register(SumPool, None, sum_pool_init, sum_pool_apply)
+register(GlobalAvgPool, None, global_avg_pool_init, global_avg_pool_apply)
+register(GlobalSumPool, None, global_sum_pool_init, global_sum_pool_apply)
+register(Flatten, None, flatten_init, flatten_apply)
+register(Identity, None, identity_init, identity_apply)
+register(LayerNorm, None, layer_norm_init, layer_norm_apply)
+register(Aggregate, None, aggregate_init, aggregate_apply)
+
+__all__ = ["MixParams", "WindowMix", "conv_output_shape"]

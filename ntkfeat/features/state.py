@@ -2,11 +2,13 @@
 
 `Features` holds arrays; `Spec` holds the matching static description (shapes and the scalar
 bookkeeping used to size and fit each layer), so every layer's parameters can be made before
-any data is seen.
+any data is seen. Between a FanOut and a FanIn the network carries several branches: then the
+value and the description are `Branches` (tuples) of them.
 """
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import jax
@@ -33,11 +35,16 @@ class Spec(NamedTuple):
     nngp_dim, ntk_dim: feature widths (ntk_dim = 0 while the NTK is zero).
     diag_known: whether `diag` is carried.
     rho_min: a lower bound on the correlations the next nonlinearity sees (fit interval).
-    nngp_scale, ntk_scale: the NNGP and NTK diagonals of a unit-norm input with uniform
-      positions (used to split the output dimension between the two).
+    nngp_scale, ntk_scale: the NNGP and NTK diagonals of a standardized input (|x|^2 = channels)
+      with uniform positions: the typical variance q an activation sees, and the masses used to
+      split the output dimension between the two.
     ntk_ends_with_nngp: the NTK features are [other, nngp] with the NNGP features themselves as
       their last nngp_dim coordinates (true after Dense and Conv, kept by pooling).
     renormalize: sketched features are rescaled to the norms they estimate (`Sketch`).
+    channels: the channel count of a finite network here (neural-tangents tracks it: FanInSum
+      needs equal shapes and FanInConcat weights branches by it).
+    gaussian: the values are Gaussian in the infinite-width limit (after Dense or Conv, kept by
+      linear layers; inputs and activation outputs are not): an activation needs it.
     """
 
     spatial: tuple[int, ...]
@@ -49,10 +56,21 @@ class Spec(NamedTuple):
     ntk_scale: float
     ntk_ends_with_nngp: bool = False
     renormalize: bool = False
+    channels: int = 1
+    gaussian: bool = False
 
     @property
     def positions(self) -> int:
-        out = 1
-        for s in self.spatial:
-            out *= s
-        return out
+        return math.prod(self.spatial)
+
+
+class Branches(tuple):
+    """The values (Features) or descriptions (Spec) of several branches, between FanOut and a FanIn."""
+
+    __slots__ = ()
+
+
+def input_spec(input_shape: tuple[int, ...], renormalize: bool) -> Spec:
+    """The description of the inputs x / sqrt(C): NNGP = <x, y> / C, no NTK yet."""
+    return Spec(tuple(input_shape[:-1]), input_shape[-1], 0, True, -1.0, 1.0, 0.0, renormalize=renormalize,
+                channels=input_shape[-1])

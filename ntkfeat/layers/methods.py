@@ -7,35 +7,36 @@ from __future__ import annotations
 
 import dataclasses
 
+from ntkfeat import _checks
+from ntkfeat.layers.base import set_field
+
 _MODES = ("auto", "oneshot", "layerwise")
 _FITS = ("lstsq", "taylor")
 
 
-def _check_positive_int(name, value, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
 @dataclasses.dataclass(frozen=True)
 class Sketch:
-    """NTK Sketch: polynomial approximations of the arc-cosine kernels, sketched.
+    """NTK Sketch: sketched polynomial approximations of each activation's dual kernel.
 
     Attributes:
       dim: number of output features (about; a few bias coordinates may be added).
-      degree: polynomial degree q of each approximation (any q >= 1).
-      mode: 'oneshot' fits one polynomial to the whole NTK of a fully-connected Dense/Relu stack
-        and sketches it once (lowest error); 'layerwise' sketches every ReLU's kappa1 / kappa0
-        polynomials and composes with any stack (convolutions, pooling, inner biases);
-        'auto' uses 'oneshot' where it applies and 'layerwise' elsewhere.
-      fit: 'lstsq' (non-negative least squares on a grid, default) or 'taylor' (truncated
-        Taylor series; layerwise only, as in the theory).
+      degree: polynomial degree of each approximation (any degree >= 1): the fit of a
+        homogeneous activation's dual (ReLU and relatives), the truncation of a general
+        activation's Mehler series (its tail beyond the degree is kept on the diagonal).
+      mode: 'oneshot' fits one polynomial to the whole NTK of a fully-connected stack of Dense
+        layers and homogeneous activations and sketches it once (lowest error); 'layerwise'
+        sketches every activation and composes with any stack; 'auto' uses 'oneshot' where it
+        applies and 'layerwise' elsewhere.
+      fit: 'lstsq' (non-negative least squares on a grid, default) or 'taylor' (the truncated
+        series, as in the theory) for homogeneous activations.
       width: internal sketch width of the layerwise mode (None: dim, or dim // 2 for stacks with a
         Conv, where it gives the same error at 2.4x the speed once renormalized).
       renormalize: rescale every sketched feature vector (per input and position) to the norm
-        its sketch estimates: sqrt(c_j) for each sketched degree-j block of the kappa features
-        (exact blocks are exact already), the exact product of norms for the NTK product, the
-        exact window sum of squared norms for a convolution. A ratio estimate (bias O(1 / width)) with much less variance where inputs
-        are highly correlated, as CNN features are (NOTES.md); False keeps every step unbiased.
+        its sketch estimates: each sketched degree-j block of a polynomial's features to its
+        coefficient's root (exact blocks are exact already), the NTK product to the exact product
+        of norms, a convolution to the exact window sum of squared norms. A ratio estimate (bias
+        O(1 / width)) with much less variance where inputs are highly correlated, as CNN features
+        are (NOTES.md); False keeps every step unbiased.
     """
 
     dim: int = 4096
@@ -46,27 +47,25 @@ class Sketch:
     renormalize: bool = True
 
     def __post_init__(self):
-        _check_positive_int("Sketch.dim", self.dim, 2)
-        _check_positive_int("Sketch.degree", self.degree, 1)
-        if self.mode not in _MODES:
-            raise ValueError(f"Sketch.mode must be one of {_MODES}, got {self.mode!r}")
-        if self.fit not in _FITS:
-            raise ValueError(f"Sketch.fit must be one of {_FITS}, got {self.fit!r}")
-        if self.width is not None:
-            _check_positive_int("Sketch.width", self.width, 2)
-        if not isinstance(self.renormalize, bool):
-            raise ValueError(f"Sketch.renormalize must be True or False, got {self.renormalize!r}")
+        set_field(self, "dim", _checks.integer("Sketch.dim", self.dim, 2))
+        set_field(self, "degree", _checks.integer("Sketch.degree", self.degree, 1))
+        _checks.choice("Sketch.mode", self.mode, _MODES)
+        _checks.choice("Sketch.fit", self.fit, _FITS)
+        set_field(self, "width", _checks.optional_integer("Sketch.width", self.width, 2))
+        set_field(self, "renormalize", _checks.boolean("Sketch.renormalize", self.renormalize))
 
 
 @dataclasses.dataclass(frozen=True)
 class RandomFeatures:
-    """NTK random features: arc-cosine random features per ReLU, TensorSRHT for the products.
+    """NTK random features: sigma(W^T z) and sigma'(W^T z) at each activation (Mehler-centred:
+    the degree-0 and -1 parts exact), TensorSRHT for the NTK products.
 
     Attributes:
       dim: number of output features (about).
-      leverage: draw the order-1 weights from the |w|^2-tilted Gaussian (w = r u, u uniform on
-        the sphere, r^2 ~ chi-square(d + 2)) and weight each feature by sqrt(d) / |w|, which
-        keeps the estimate unbiased (leverage-score sampling of the arc-cosine kernel).
+      leverage: draw the weights from the |w|^2-tilted Gaussian (w = r u, u uniform on the
+        sphere, r^2 ~ chi-square(d + 2)) and weight each feature by sqrt(d) / |w|, which keeps the
+        estimate unbiased (leverage-score sampling of the arc-cosine kernel; its spectral
+        guarantee is for ReLU).
       orthogonal: draw directions in orthogonal blocks (orthogonal random features): each
         direction is still uniform on the sphere, so the estimate stays unbiased, with lower
         variance.
@@ -79,9 +78,10 @@ class RandomFeatures:
     width: int | None = None
 
     def __post_init__(self):
-        _check_positive_int("RandomFeatures.dim", self.dim, 2)
-        if self.width is not None:
-            _check_positive_int("RandomFeatures.width", self.width, 2)
+        set_field(self, "dim", _checks.integer("RandomFeatures.dim", self.dim, 2))
+        set_field(self, "leverage", _checks.boolean("RandomFeatures.leverage", self.leverage))
+        set_field(self, "orthogonal", _checks.boolean("RandomFeatures.orthogonal", self.orthogonal))
+        set_field(self, "width", _checks.optional_integer("RandomFeatures.width", self.width, 2))
 
 
 Method = Sketch | RandomFeatures

@@ -147,6 +147,12 @@ class DotProductFeatureParams:
         """Output width of the first (or only) head."""
         return self.head_out_dim(0)
 
+    def head_degrees(self, head: int) -> np.ndarray:
+        """(head_out_dim,) the degree of each output coordinate of a head (static)."""
+        cols = [np.full(_exact_cost(self.in_dim, j), j) for j in self.head_exact[head]]
+        cols += [np.full(m, j) for j, _, m in self.head_slices[head]]
+        return np.concatenate(cols).astype(np.int32)
+
     @property
     def sketch_dims(self) -> tuple[tuple[int, int], ...]:
         """((degree, m_j), ...) of the first (or only) head."""

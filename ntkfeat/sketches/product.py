@@ -80,12 +80,15 @@ def offset_product_init(
         None if src is not None else jnp.asarray(_random.rademacher(keys[3 * b], (w,)), dtype)
         for b, (w, src) in enumerate(zip(widths, borrowed))
     )
-    lin_dim = out_dim if y_dim == 0 else out_dim // 2
+    # A zero constant (an odd derivative kernel, e.g. of Abs) needs no linear block at all.
+    lin_dim = 0 if constant == 0 else (out_dim if y_dim == 0 else out_dim // 2)
+    if lin_dim == 0 and y_dim == 0:
+        raise ValueError("offset_product_init: with constant 0 and no y the product is zero")
     x_total = sum(widths)
-    exact = x_total <= lin_dim
+    exact = 0 < x_total <= lin_dim
     lin_width = x_total if exact else lin_dim
     linear = (None,) * len(widths)
-    if not exact:
+    if not exact and lin_dim > 0:
         ks = split_proportional(lin_dim, weights)
         linear = tuple(
             hartley_rows(stratified_indices(keys[3 * b + 1], n, k), n, dtype) for b, (n, k) in enumerate(zip(lens, ks))
@@ -107,7 +110,7 @@ def offset_product_init(
     return params, lin_width + ten_width
 
 
-def offset_product(params: OffsetProductParams, x, y: jax.Array | None, borrowed=None) -> jax.Array:
+def offset_product(params: OffsetProductParams, x, y: jax.Array | None, borrowed=None, constant=None) -> jax.Array:
     """Features of x (x) [c, y] along the last axis.
 
     Args:
@@ -116,6 +119,8 @@ def offset_product(params: OffsetProductParams, x, y: jax.Array | None, borrowed
       borrowed: per block, None or (transform, u, scale): the block is scale[..., None] * u and
         its transform is `transform` (SRHTParams) applied to u, computed once with the other
         user of that transform when both see the same u.
+      constant: c per row (an array of x's leading shape), replacing the params' constant
+        (which then only says whether there is a c block: it must be nonzero).
     """
     blocks = (x,) if not isinstance(x, (tuple, list)) else tuple(x)
     borrowed = (None,) * len(blocks) if borrowed is None else tuple(borrowed)
@@ -142,10 +147,11 @@ def offset_product(params: OffsetProductParams, x, y: jax.Array | None, borrowed
         scale = sources[b][3]
         return out if scale is None else out * scale[..., None]
 
+    c = params.constant if constant is None else jnp.asarray(constant)[..., None]
     if params.exact_linear:
-        parts = [params.constant * jnp.concatenate(values, axis=-1) if len(values) > 1 else params.constant * values[0]]
+        parts = [c * (jnp.concatenate(values, axis=-1) if len(values) > 1 else values[0])]
     else:
-        parts = [params.constant * gathered(b, rows) for b, rows in enumerate(params.linear)]
+        parts = [c * gathered(b, rows) for b, rows in enumerate(params.linear) if rows is not None]
     if params.y_signs is not None:
         ry = jnp.fft.rfft(y * params.y_signs.astype(y.dtype), n=params.y_fft_len, axis=-1)
         for b, (lrows, rrows) in enumerate(zip(params.left, params.right)):

@@ -1,0 +1,67 @@
+"""What every method's activation rule shares: checks, normalization and output widths.
+
+At an activation the NNGP features z (per input and position) hold the pre-activation
+covariance, so u = z / |z| is the unit direction and q = |z|^2 (or the exact diagonal, when it
+is known) the variance; the dual kernel is a function of (q_x, q_y, <u_x, u_y>).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from ntkfeat.features.state import Branches, Spec
+
+# One NTK feature (through a TensorSRHT) is noisier than one NNGP feature; measured on UCI data
+# (NOTES.md), giving the NTK part twice its mass share balanced the two errors best.
+NTK_WEIGHT = 2.0
+
+
+def check_activation_input(spec, ctx, name: str) -> Spec:
+    if isinstance(spec, Branches):
+        raise ValueError(f"{ctx.where}: {name} gets {len(spec)} branches; merge them first (FanInSum or FanInConcat)")
+    if not spec.gaussian:
+        raise ValueError(
+            f"{ctx.where}: {name} needs Gaussian pre-activations: put a Dense or Conv before it (neural-tangents' "
+            "rule; inputs and activation outputs are not Gaussian)"
+        )
+    return spec
+
+
+def normalize(nngp: jax.Array, diag: jax.Array | None):
+    """(u, scale, norm): the unit feature, the exact root-diagonal sqrt(q) (or the feature norm
+    where the diagonal is not known), and the feature norm |nngp|."""
+    norm = jnp.linalg.norm(nngp, axis=-1)
+    safe = jnp.where(norm > 0, norm, 1.0)
+    u = nngp / safe[..., None]
+    scale = norm if diag is None else jnp.sqrt(jnp.maximum(diag, 0.0))
+    return u, scale, norm
+
+
+def split_output(dim: int, nngp_scale: float, ntk_scale: float, ntk_weight: float = NTK_WEIGHT) -> tuple[int, int]:
+    """(nngp width, ntk width) of the last activation.
+
+    `dim` is split in proportion to each kernel's diagonal mass times `ntk_weight` for the NTK
+    part, the square root of how much noisier one NTK feature is than one NNGP feature (the
+    NTK part goes through a TensorSRHT; the NNGP part does not): the split that minimizes the
+    summed variance mass^2 v / m.
+    """
+    if ntk_scale <= 0:
+        return dim, 0
+    ntk = ntk_weight * ntk_scale
+    share = ntk / (ntk + nngp_scale)
+    m_ntk = min(max(int(round(dim * share)), 1), dim - 1)
+    return dim - m_ntk, m_ntk
+
+
+def activation_widths(ctx, spec: Spec, nngp_scale: float, ntk_scale: float) -> tuple[int, int, int]:
+    """(nngp width, ntk width, derivative-feature width) of an activation's outputs; the scales
+    are those after the activation."""
+    method, width = ctx.method, ctx.width
+    if not ctx.final:
+        return width, (width if spec.ntk_dim else 0), width
+    m_nngp, m_ntk = split_output(method.dim, nngp_scale, ntk_scale if spec.ntk_dim else 0.0)
+    return m_nngp, m_ntk, width
+
+
+__all__ = ["NTK_WEIGHT", "activation_widths", "check_activation_input", "normalize", "split_output"]

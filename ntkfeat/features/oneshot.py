@@ -1,0 +1,132 @@
+"""One-shot NTK Sketch of a fully-connected stack of Dense layers and homogeneous activations.
+
+Without inner biases, the whole NTK of such a stack is (|z_x| |z_y|)^p T(rho) with
+z = [W_0 x / sqrt(C), b_0], rho the correlation of z_x and z_y, p the product of the
+activations' degrees (1 for ReLU and its relatives) and T an explicit function of rho (a scalar
+run of the layer rules). One non-negative polynomial fit of T, one set of features of
+u = z / |z|, times |z|^p: the sketch error no longer compounds through layers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ntkfeat._pytree import pytree_dataclass
+from ntkfeat.features.activation import normalize
+from ntkfeat.features.sketch import kappa_features
+from ntkfeat.layers.activations import Activation, HomogeneousDual
+from ntkfeat.layers.combinators import Serial
+from ntkfeat.layers.linear import Dense, Flatten, Identity
+from ntkfeat.polynomials.fit import fit_nonneg_polynomial
+from ntkfeat.sketches.dot_product import DotProductFeatureParams, dot_product_features_init
+
+
+def flat_layers(layer) -> list:
+    """The layers of nested serial blocks, in order."""
+    if isinstance(layer, Serial):
+        return [inner for child in layer.layers for inner in flat_layers(child)]
+    return [layer]
+
+
+def oneshot_reason(layers, input_shape) -> str | None:
+    """Why the one-shot NTK Sketch cannot represent this stack, or None if it can."""
+    if len(input_shape) != 1:
+        return "the input is not flat (one-shot needs (n, d) inputs; use mode='layerwise')"
+    for i, layer in enumerate(layers):
+        if isinstance(layer, Activation):
+            if not isinstance(layer.dual(), HomogeneousDual):
+                return f"layer {i} is {type(layer).__name__}, which is not positively homogeneous"
+        elif not isinstance(layer, (Dense, Flatten, Identity)):
+            return f"layer {i} is {type(layer).__name__} (one-shot handles Dense, homogeneous activations and Flatten)"
+    dense = [i for i, l in enumerate(layers) if isinstance(l, Dense)]
+    if not dense or dense[0] != min(i for i, l in enumerate(layers) if not isinstance(l, (Flatten, Identity))):
+        return "the stack does not start with a Dense layer"
+    for i in dense:
+        if layers[i].bias > 0 and i != dense[0] and i != len(layers) - 1:
+            return (f"layer {i} is a Dense with a bias between activations, so the NTK is not a function of the "
+                    "input correlation alone (one-shot allows biases only in the first and last layers)")
+    return None
+
+
+def oneshot_kernel_fn(layers):
+    """NTK(x, y) = (|z_x| |z_y|)^p T(rho_z) + b_last^2 (see module docstring).
+
+    Returns:
+      (w0, b0, T, p, b_last): input scaling z = [w0 x / sqrt(C), b0]; T a vectorized NumPy
+      function; p the power of the norms; b_last the readout bias (a constant feature).
+    """
+    layers = [l for l in layers if not isinstance(l, (Flatten, Identity))]
+    w0, b0 = layers[0].W_std, layers[0].bias
+    rest = list(layers[1:])
+    b_last = rest[-1].bias if rest and isinstance(rest[-1], Dense) else 0.0
+    power = 1
+    for layer in rest:
+        if isinstance(layer, Activation):
+            power *= layer.dual().degree
+
+    def theta(rho):
+        rho = np.clip(np.asarray(rho, dtype=np.float64), -1.0, 1.0)
+        s, g, t = 1.0, rho, rho  # NNGP = s (|z_x||z_y|)^p g(rho), g(1) = 1; NTK = (..)^p t(rho)
+        for layer in rest:
+            if isinstance(layer, Activation):
+                dual = layer.dual()
+                k, top = dual.degree, float(dual.f(1.0))
+                t = 0.0 * t if dual.f_prime is None else t * s ** (k - 1) * dual.f_prime(g)
+                s, g = s**k * top, dual.f(g) / top
+            else:
+                s = layer.W_std**2 * s
+                t = layer.W_std**2 * t + s * g
+        return t
+
+    return w0, b0, theta, power, b_last
+
+
+@pytree_dataclass(meta=("w0", "b0", "b_last", "power", "in_dim", "renormalize"))
+class OneShotParams:
+    features: DotProductFeatureParams
+    coeffs: jax.Array  # the fitted polynomial of T, for diagnostics
+    w0: float
+    b0: float
+    b_last: float
+    power: int
+    in_dim: int
+    renormalize: bool = False
+
+    @property
+    def out_dim(self) -> int:
+        return self.features.out_dim + (1 if self.b_last > 0 else 0)
+
+
+def oneshot_init(layers, key, input_shape, method, dtype) -> OneShotParams:
+    reason = oneshot_reason(layers, input_shape)
+    if reason is not None:
+        raise ValueError(f"Sketch(mode='oneshot') does not apply: {reason}")
+    if method.fit != "lstsq":
+        raise ValueError("Sketch(mode='oneshot') fits the whole NTK and supports fit='lstsq' only")
+    (d,) = input_shape
+    w0, b0, theta, power, b_last = oneshot_kernel_fn(layers)
+    coeffs = fit_nonneg_polynomial(theta, method.degree, (-1.0, 1.0))
+    z_dim = d + (1 if b0 > 0 else 0)
+    budget = method.dim - (1 if b_last > 0 else 0)
+    feats = dot_product_features_init(key, z_dim, coeffs, budget, dtype)
+    return OneShotParams(feats, jnp.asarray(coeffs, dtype), float(w0), float(b0), float(b_last), int(power), d,
+                         bool(method.renormalize))
+
+
+def oneshot_apply(params: OneShotParams, x: jax.Array) -> jax.Array:
+    z = params.w0 * x / math.sqrt(params.in_dim)
+    if params.b0 > 0:
+        z = jnp.concatenate([z, jnp.full(z.shape[:-1] + (1,), params.b0, z.dtype)], axis=-1)
+    u, norm, _ = normalize(z, None)
+    amplitude = norm if params.power == 1 else norm**params.power
+    out = amplitude[..., None] * kappa_features(params.features, u, params.renormalize)[0]
+    if params.b_last > 0:
+        out = jnp.concatenate([out, jnp.full(out.shape[:-1] + (1,), params.b_last, out.dtype)], -1)
+    return out
+
+
+__all__ = ["OneShotParams", "flat_layers", "oneshot_apply", "oneshot_init", "oneshot_kernel_fn", "oneshot_reason"]

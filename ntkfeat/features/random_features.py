@@ -1,0 +1,224 @@
+"""NTK random features at an activation: sigma(W^T z) for the NNGP, sigma'(W^T z) for the NTK.
+
+With w ~ N(0, I), (w.z_x, w.z_y) is jointly Gaussian with the covariance the NNGP features z
+hold, so sigma(w.z) / sqrt(m) are unbiased features of the activation's dual kernel, and
+sigma'(w.z) / sqrt(m) of its derivative kernel; the NTK features are ntk (x) those (a
+TensorSRHT, `sketches.product`).
+
+Mehler-centred. By Mehler's formula sigma(a) = a_0(q) + a_1(q) a / sqrt(q) + r(a), q = |z|^2,
+where r has no Hermite component of degree 0 or 1, so the three parts are uncorrelated and
+
+    E[sigma(u) sigma(v)] = a_0(q_x) a_0(q_y) + a_1(q_x) a_1(q_y) rho + E[r_x(u) r_y(v)].
+
+The features keep the first two terms exactly ([a_0(q), a_1(q) u], u = z / |z|) and sample only
+the residual r(w.z); the same for sigma' with its b_0, b_1. The degree-0 and degree-1 parts are
+control variates: for ReLU they are the mean of |w.z| / 2 and z / 2 (the symmetrization
+relu(a) = (a + |a|) / 2 in closed form), and the step's constant 1/2 and its linear part.
+The coefficients are exact for homogeneous activations (a_l(q) = q^(k/2) a_l(1)) and come from
+Gauss-Hermite quadrature at each input's q otherwise.
+
+Leverage-score sampling (Han et al. 2021) draws w from q(w) ~ |w|^2 N(w; 0, I) and weights each
+feature by sqrt(d) / |w| (N/q = d / |w|^2, so unbiased for any activation; the spectral guarantee
+is proven for ReLU). The draw is exact: w = r u with u uniform on the sphere and
+r^2 ~ chi-square(d + 2). Orthogonal random features draw directions in blocks of d orthonormal
+vectors (each still uniform on the sphere) with independent radii.
+
+One weight matrix serves sigma and sigma' (the NNGP features use its first columns): each set
+is unbiased on its own, and the one matmul is most of the cost.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ntkfeat import _random
+from ntkfeat._pytree import pytree_dataclass
+from ntkfeat.exact import duals
+from ntkfeat.features.activation import activation_widths, check_activation_input
+from ntkfeat.features.state import Features, Spec
+from ntkfeat.features.table import register
+from ntkfeat.layers.activations import Activation, HomogeneousDual, MehlerDual, derivative
+from ntkfeat.layers.methods import RandomFeatures
+from ntkfeat.sketches.product import OffsetProductParams, offset_product, offset_product_init
+from ntkfeat.sketches.srht import SRHTParams, srht, srht_init
+
+# Coefficients below this (relative to the activation's scale) are taken as exactly zero: the
+# block they would scale is left out (e.g. the linear part of Abs, the mean of sign).
+_ZERO = 1e-9
+
+
+@pytree_dataclass(meta=("nngp_columns", "nngp_constant", "nngp_linear", "t_linear"))
+class ActivationRFParams:
+    """Parameters of an activation's random features.
+
+    linear: SRHT of u for the degree-1 parts when u is wide (None: u itself).
+    weights: (d, m) random directions times radii; scale: (m,) sqrt(1/m) times the leverage
+    weight of each column. The NNGP features use the first `nngp_columns` columns, the
+    derivative features all of them. product: ntk (x) [b_0, t] (None without an NTK).
+    The flags say which exact blocks exist (a zero coefficient needs none).
+    """
+
+    linear: SRHTParams | None
+    weights: jax.Array
+    scale: jax.Array
+    product: OffsetProductParams | None
+    nngp_columns: int
+    nngp_constant: bool
+    nngp_linear: bool
+    t_linear: bool
+
+
+def sphere_directions(key, dim: int, count: int, orthogonal: bool) -> np.ndarray:
+    """(dim, count) unit columns, uniform on the sphere; in orthonormal blocks if `orthogonal`."""
+    if not orthogonal:
+        g = _random.normal(key, (dim, count))
+        return g / np.linalg.norm(g, axis=0, keepdims=True)
+    blocks = -(-count // dim)
+    return np.concatenate([_random.haar_orthogonal(k, dim) for k in _random.split(key, blocks)], 1)[:, :count]
+
+
+def gaussian_weights(key, dim: int, count: int, method: RandomFeatures, dtype):
+    """(W, column_scale): Gaussian (or tilted) weights and the per-feature scale sqrt(1/m) (times
+    the leverage weight sqrt(d) / |w|)."""
+    k_dir, k_rad = _random.split(key, 2)
+    u = sphere_directions(k_dir, dim, count, method.orthogonal)
+    if method.leverage:
+        radius = _random.chi(k_rad, dim + 2, count)  # |w| under the tilted law
+        scale = np.sqrt(dim / count) / radius
+    else:
+        radius = _random.chi(k_rad, dim, count)  # |w| for w ~ N(0, I)
+        scale = np.full((count,), (1.0 / count) ** 0.5)
+    return jnp.asarray(u * radius, dtype), jnp.asarray(scale, dtype)
+
+
+# ------------------------------------------------------------------------------ coefficients
+
+
+def _typical_coefficients(layer: Activation, q: float) -> tuple[np.ndarray, np.ndarray | None]:
+    """(a_0, a_1) and (b_0, b_1) at variances around q (to decide which blocks exist)."""
+    dual = layer.dual()
+    if isinstance(dual, HomogeneousDual):
+        a = dual.coefficients(1)
+        b = dual.derivative_coefficients(1) if dual.derivative_coefficients else None
+        return np.abs(a), None if b is None else np.abs(b)
+    qs = q * np.array([0.25, 1.0, 4.0])
+    with jax.enable_x64(True):
+        a, _ = duals.mehler_coefficients(dual.fn, qs, 1)
+        b, _ = duals.mehler_coefficients(dual.fn_prime, qs, 1)
+    return np.max(np.abs(np.asarray(a)), axis=0), np.max(np.abs(np.asarray(b)), axis=0)
+
+
+def _coefficients(layer: Activation, q, derivative: bool):
+    """(c_0(q), c_1(q)) per row: the degree-0 and -1 Mehler coefficients of sigma (or sigma')."""
+    dual = layer.dual()
+    if isinstance(dual, HomogeneousDual):
+        c = dual.derivative_coefficients(1) if derivative else dual.coefficients(1)
+        power = (dual.degree - 1 if derivative else dual.degree) / 2
+        amp = jnp.ones_like(q) if power == 0 else jnp.where(q > 0, jnp.where(q > 0, q, 1.0) ** power, 0.0)
+        return c[0] * amp, c[1] * amp
+    a, _ = duals.mehler_coefficients(dual.fn_prime if derivative else dual.fn, q, 1)
+    return a[..., 0], a[..., 1]
+
+
+def _second_moment(layer: Activation, diag):
+    """E[sigma(sqrt(q) g)^2] at the exact diagonal q (the NNGP diagonal after the layer)."""
+    dual = layer.dual()
+    if isinstance(dual, HomogeneousDual):
+        return float(dual.f(1.0)) * (diag**dual.degree if dual.degree else jnp.ones_like(diag))
+    _, (second, _, _) = duals.mehler_coefficients(dual.fn, diag, 0)
+    return second
+
+
+# ------------------------------------------------------------------------------------- rule
+
+
+def activation_init(layer: Activation, key, spec: Spec, ctx):
+    name = type(layer).__name__
+    spec = check_activation_input(spec, ctx, name)
+    dual = layer.dual()
+    if isinstance(dual, HomogeneousDual) and dual.coefficients is None:
+        raise NotImplementedError(
+            f"{ctx.where}: {name} has no feature rule for RandomFeatures (its neural-tangents kernel is not "
+            f"E[sigma(u) sigma(v)] of a function at the inputs' variances); use Sketch"
+        )
+    method, q = ctx.method, spec.nngp_scale
+    (a0, a1), b = _typical_coefficients(layer, q)
+    top = max(a0, a1, 1e-300)
+    has_derivative = b is not None and spec.ntk_dim > 0 and np.any(b > _ZERO * max(b.max(), 1e-300))
+    if isinstance(dual, HomogeneousDual):
+        nngp_scale = q**dual.degree * float(dual.f(1.0))
+        ntk_scale = spec.ntk_scale * q ** (dual.degree - 1) * float(dual.f_prime(1.0)) if has_derivative else 0.0
+    else:
+        with jax.enable_x64(True):
+            _, (second, _, _) = duals.mehler_coefficients(dual.fn, np.array([q]), 0)
+            _, (second_prime, _, _) = duals.mehler_coefficients(dual.fn_prime, np.array([q]), 0)
+        nngp_scale = float(np.asarray(second)[0])
+        ntk_scale = spec.ntk_scale * float(np.asarray(second_prime)[0]) if has_derivative else 0.0
+    m_nngp, m_ntk, m_t = activation_widths(ctx, spec, nngp_scale, ntk_scale)
+    d = spec.nngp_dim
+    k_lin, k_w, k_prod = _random.split(key, 3)
+    nngp_constant = bool(a0 > _ZERO * top)
+    nngp_linear = bool(a1 > _ZERO * top)
+    b_top = max(b.max(), 1e-300) if has_derivative else 1.0
+    t_linear = bool(has_derivative and b[1] > _ZERO * b_top)
+    lin_dim, linear = 0, None
+    if nngp_linear or t_linear:
+        lin_dim = d if d <= m_nngp // 2 else m_nngp // 2
+        linear = None if lin_dim == d else srht_init(k_lin, d, lin_dim, ctx.dtype)
+    m1 = max(m_nngp - (lin_dim if nngp_linear else 0) - int(nngp_constant), 1)
+    columns = max(m1, m_t) if has_derivative else m1
+    weights, scale = gaussian_weights(k_w, d, columns, method, ctx.dtype)
+    product, ntk_width = None, 0
+    if has_derivative:
+        constant = 1.0 if b[0] > _ZERO * b_top else 0.0  # a placeholder: the real one is per row
+        t_dim = (lin_dim if t_linear else 0) + columns
+        product, ntk_width = offset_product_init(k_prod, spec.ntk_dim, t_dim, constant, m_ntk, ctx.dtype)
+    params = ActivationRFParams(linear, weights, scale, product, m1, nngp_constant, nngp_linear, t_linear)
+    out = spec._replace(
+        nngp_dim=int(nngp_constant) + (lin_dim if nngp_linear else 0) + m1, ntk_dim=ntk_width, rho_min=-1.0,
+        nngp_scale=nngp_scale, ntk_scale=ntk_scale, ntk_ends_with_nngp=False, gaussian=False,
+    )
+    return params, out
+
+
+def activation_apply(layer: Activation, params: ActivationRFParams, spec: Spec, f: Features, ctx) -> Features:
+    z = f.nngp
+    q = jnp.sum(z * z, axis=-1)  # the variance of w.z, the one the sampled features see
+    inv_root = jnp.where(q > 0, jax.lax.rsqrt(jnp.where(q > 0, q, 1.0)), 0.0)
+    lin = None
+    if params.nngp_linear or params.t_linear:
+        u = z * inv_root[..., None]
+        lin = u if params.linear is None else srht(params.linear, u)
+    a = z @ params.weights.astype(z.dtype)  # (..., columns): the one matmul
+    m1, columns = params.nngp_columns, params.weights.shape[1]
+    a1 = a[..., :m1]
+    c0, c1 = _coefficients(layer, q, derivative=False)
+    residual = layer.fn(a1) - c0[..., None] - c1[..., None] * a1 * inv_root[..., None]
+    # The columns' scale is for all of them; the NNGP features average over their first m1.
+    parts = [c0[..., None]] if params.nngp_constant else []
+    if params.nngp_linear:
+        parts.append(c1[..., None] * lin)
+    parts.append(residual * (params.scale[:m1] * (columns / m1) ** 0.5).astype(z.dtype))
+    nngp = jnp.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0]
+    diag = None if f.diag is None else _second_moment(layer, f.diag)
+    if f.ntk is None or params.product is None:
+        return Features(nngp, None, diag)
+    b0, b1 = _coefficients(layer, q, derivative=True)
+    d_residual = _fn_prime(layer)(a) - b0[..., None] - b1[..., None] * a * inv_root[..., None]
+    t_parts = [b1[..., None] * lin] if params.t_linear else []
+    t_parts.append(d_residual * params.scale.astype(z.dtype))
+    t = jnp.concatenate(t_parts, axis=-1) if len(t_parts) > 1 else t_parts[0]
+    ntk = offset_product(params.product, f.ntk, t, constant=b0)
+    return Features(nngp, ntk, diag)
+
+
+def _fn_prime(layer: Activation):
+    dual = layer.dual()
+    return dual.fn_prime if isinstance(dual, MehlerDual) else derivative(layer.fn)
+
+
+register(Activation, RandomFeatures, activation_init, activation_apply)
+
+__all__ = ["ActivationRFParams", "gaussian_weights", "sphere_directions"]
