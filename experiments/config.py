@@ -24,7 +24,7 @@ import re
 import yaml
 
 import ntkfeat as nf
-from ntkfeat.data import DATASET_NAMES
+from ntkfeat.data import DATASET_NAMES, FLIP_MODES
 
 
 class ConfigError(ValueError):
@@ -362,6 +362,8 @@ _DATA_FIELDS = {
     "images": (optional(boolean), None),
     "standardize": (boolean, True),
     "task": (optional(choice("regression", "classification")), None),
+    "zca": (optional(number(0.0, exclusive=True)), None),  # ZCA regularization eps (images); null: none
+    "flip": (optional(choice(*FLIP_MODES)), None),  # horizontal flips (images): augment | average
 }
 
 DIMS = list_of(integer(2), what="list of integers >= 2")
@@ -410,6 +412,9 @@ _SOLVER_FIELDS = {
 _EVALUATION_FIELDS = {
     "kernel_error_rows": (integer(0), 300),
     "kernel_batch_size": (optional(integer(1)), None),
+    # Exact kernels in float64: a float32 NTK's small eigenvalues are noise, which kernel ridge at a
+    # small lambda fits (NOTES.md); false halves the cost where lambda stays large (CIFAR CNTKs).
+    "exact_float64": (boolean, True),
 }
 _TOP_FIELDS = {  # data, architecture, methods, solver and evaluation are checked by their own functions
     "name": (string, None),

@@ -11,6 +11,7 @@ random_fourier, nystrom (on the architecture's exact kernel) and gradient from `
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from typing import Callable
@@ -169,19 +170,30 @@ def _kernel_rows(x, batch_size: int | None) -> int | None:
     return batch_size or (EXACT_IMAGE_ROWS if x.ndim == 4 else None)
 
 
-def exact_kernel(network: Network, x1, x2=None, batch_size: int | None = None, desc: str | None = None) -> np.ndarray:
+def exact_kernel(network: Network, x1, x2=None, batch_size: int | None = None, desc: str | None = None,
+                 float64: bool = True) -> np.ndarray:
     """The architecture's exact NTK (n1, n2) as float64.
 
     With a batch size (default EXACT_IMAGE_ROWS for images, none for vectors: neural-tangents'
     default) the kernel is computed in blocks of rows of x1 against all of x2, each one itself in
     batch_size x batch_size blocks, with a progress bar (`desc`, terminals and Jupyter).
+
+    `float64`: neural-tangents computes in float64 (JAX's 64-bit mode for this call). A float32
+    NTK is accurate to ~1e-7 relative per entry, so its eigenvalues below ~1e-5 of the largest are
+    noise (one UCI kernel had a smallest eigenvalue of -5e-3): kernel ridge at the small lambdas
+    that low-noise data choose then fits that noise (NOTES.md).
     """
     x2 = x1 if x2 is None else x2
-    rows = _kernel_rows(x1, batch_size)
-    if rows is None or len(x1) <= rows:
-        return np.asarray(block(network.kernel_fn(x1, x2, "ntk", batch_size=rows)), np.float64)
-    starts = range(0, len(x1), rows)
-    if desc:
-        starts = progress(starts, desc=desc, unit="block", enabled=None if len(starts) >= _PROGRESS_BATCHES else False)
-    return np.concatenate([np.asarray(block(network.kernel_fn(x1[s:s + rows], x2, "ntk", batch_size=rows)),
-                                      np.float64) for s in starts])
+    with contextlib.ExitStack() as stack:
+        if float64:
+            stack.enter_context(jax.enable_x64(True))
+            x1, x2 = np.asarray(x1, np.float64), np.asarray(x2, np.float64)
+        rows = _kernel_rows(x1, batch_size)
+        if rows is None or len(x1) <= rows:
+            return np.asarray(block(network.kernel_fn(x1, x2, "ntk", batch_size=rows)), np.float64)
+        starts = range(0, len(x1), rows)
+        if desc:
+            starts = progress(starts, desc=desc, unit="block",
+                              enabled=None if len(starts) >= _PROGRESS_BATCHES else False)
+        return np.concatenate([np.asarray(block(network.kernel_fn(x1[s:s + rows], x2, "ntk", batch_size=rows)),
+                                          np.float64) for s in starts])

@@ -21,11 +21,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ntkfeat import batching, _random, compat
+from ntkfeat import _checks, _random, batching, compat
 from ntkfeat._pytree import pytree_dataclass
 from ntkfeat.features import branching, linear, random_features, sketch  # noqa: F401 (they register rules)
 from ntkfeat.features.branching import ChildrenParams, CompressParams, WIDTH_SLACK
-from ntkfeat.features.oneshot import OneShotParams, flat_layers, oneshot_apply, oneshot_init, oneshot_reason
+from ntkfeat.features.oneshot import (
+    OneShotParams, flat_layers, oneshot_apply, oneshot_init, oneshot_kernel_fn, oneshot_reason,
+)
 from ntkfeat.features.state import Branches, Features, Spec, input_spec
 from ntkfeat.features.table import ApplyContext, InitContext, apply_layer, init_layer
 from ntkfeat.layers.base import Layer
@@ -65,6 +67,14 @@ class FeatureMap:
     def layers(self) -> tuple:
         return self.layer.layers
 
+    @property
+    def power(self) -> float | None:
+        """phi(c x) = c^power phi(x) for c > 0, or None when the map is not homogeneous."""
+        if self.mode == "oneshot":
+            p = self.params
+            return float(p.power) if p.b0 == 0 and p.b_last == 0 else None
+        return self.out_spec.power
+
 
 def _default_dtype():
     return jnp.zeros((), dtype=float).dtype  # float64 under jax_enable_x64, else float32
@@ -72,7 +82,7 @@ def _default_dtype():
 
 def _check_input_shape(input_shape) -> tuple[int, ...]:
     try:
-        shape = tuple(int(s) for s in input_shape)
+        shape = tuple(_checks.integer("input_shape entry", s) for s in input_shape)
     except TypeError:
         raise ValueError(f"input_shape must be a tuple like (-1, d), (-1, nodes, C) or (-1, H, W, C), "
                          f"got {input_shape!r}") from None
@@ -141,7 +151,23 @@ def _output_sketch(key, width: int, dim: int, dtype):
 
 
 def apply_feature_map(params: FeatureMap, x: jax.Array, get: str = "ntk", **kwargs) -> jax.Array:
-    """Features of a batch x (n, *input_shape); no checks, no batching (see `compute_features`)."""
+    """Features of a batch x (n, *input_shape); no checks, no batching (see `compute_features`).
+
+    A homogeneous map (phi(c x) = c^p phi(x): no biases, homogeneous activations) works on
+    x / s, s each input's largest absolute entry, and multiplies the features by s^p: exact
+    for any scale of the inputs, where squared norms of 1e-20 or 1e20 would leave float32."""
+    power = params.power
+    if power is None:
+        return _apply(params, x, get, kwargs)
+    axes = tuple(range(1, x.ndim))
+    s = jnp.max(jnp.abs(x), axis=axes)
+    s = jnp.where(s > 0, s, 1.0)
+    out = _apply(params, x / s.reshape((-1,) + (1,) * len(axes)), get, kwargs)
+    factor = s if power == 1 else s**power
+    return out * factor.reshape((-1,) + (1,) * (out.ndim - 1)).astype(out.dtype)
+
+
+def _apply(params: FeatureMap, x, get: str, kwargs: dict):
     if params.mode == "oneshot":
         if get != "ntk":
             raise ValueError("one-shot NTK Sketch features approximate the NTK only; use Sketch(mode='layerwise') for "
@@ -160,16 +186,35 @@ def apply_feature_map(params: FeatureMap, x: jax.Array, get: str = "ntk", **kwar
 _apply_jit = jax.jit(apply_feature_map, static_argnames="get")
 
 
+def _nonfinite_rows(bad, name: str):
+    if np.any(bad):
+        rows = np.flatnonzero(bad)
+        raise ValueError(f"{name} has NaN or inf values in {len(rows)} row(s) (first: {rows[:5].tolist()}); "
+                         "clean or drop them before computing features or kernels")
+
+
 def check_inputs(x, input_shape: tuple[int, ...] | None, name: str = "x"):
-    """Validates a batch of inputs; returns it as a floating array (NumPy stays NumPy)."""
-    if batching.is_traced(x):
-        return x
+    """Validates a batch of inputs; returns it as a floating array (NumPy stays NumPy).
+
+    Checked: a real dtype, the shape (n, *input_shape), finite values. Integers and half
+    precision (float16, bfloat16) are computed in the default float dtype (float32, or float64
+    under jax_enable_x64): sketches of half-precision inputs would lose most of their digits.
+    Under a JAX transformation (x traced) the shape and dtype are checked at trace time and the
+    values at run time, by a host callback that raises the same error (inside jit it arrives
+    wrapped in JAX's runtime error).
+    """
     if not hasattr(x, "shape"):
         x = np.asarray(x)
     if not (jnp.issubdtype(x.dtype, jnp.floating) or jnp.issubdtype(x.dtype, jnp.integer)):
         raise TypeError(f"{name} must be a real array, got dtype {x.dtype}")
-    if jnp.issubdtype(x.dtype, jnp.integer):
+    if jnp.issubdtype(x.dtype, jnp.integer) or jnp.dtype(x.dtype).itemsize < 4:
         x = x.astype(_default_dtype())
+    if batching.is_traced(x):
+        if input_shape is not None and tuple(x.shape[1:]) != tuple(input_shape):
+            raise ValueError(f"{name} has shape {tuple(x.shape)}, but the feature map was built for inputs of shape "
+                             f"(n, {', '.join(map(str, input_shape))})")
+        jax.debug.callback(_nonfinite_rows, ~jnp.all(jnp.isfinite(x.reshape(x.shape[0], -1)), axis=1), name)
+        return x
     if input_shape is not None and tuple(x.shape[1:]) != tuple(input_shape):
         raise ValueError(
             f"{name} has shape {tuple(x.shape)}, but the feature map was built for inputs of shape "
@@ -179,11 +224,7 @@ def check_inputs(x, input_shape: tuple[int, ...] | None, name: str = "x"):
         raise ValueError(f"{name} must be (n, d), (n, nodes, C) or (n, H, W, C); got shape {tuple(x.shape)}")
     finite = np.isfinite(x) if isinstance(x, np.ndarray) else jnp.isfinite(x)
     if not bool(finite.all()):
-        bad = np.flatnonzero(~np.asarray(finite).reshape(len(x), -1).all(axis=1))
-        raise ValueError(
-            f"{name} has NaN or inf values in {len(bad)} row(s) (first: {bad[:5].tolist()}); "
-            "clean or drop them before computing features or kernels"
-        )
+        _nonfinite_rows(~np.asarray(finite).reshape(len(x), -1).all(axis=1), name)
     return x
 
 
@@ -218,7 +259,7 @@ def default_batch_size(params: FeatureMap, budget_bytes: int | None = None) -> i
         per_row = max(s.positions * (s.nngp_dim + s.ntk_dim + 6 * width)
                       for s in _specs(params.params) + [params.out_spec])
     itemsize = jnp.dtype(_default_dtype()).itemsize
-    return int(max(1, min(8192, budget_bytes // (per_row * itemsize))))
+    return batching.round_batch_size(int(max(1, min(8192, budget_bytes // (per_row * itemsize)))))
 
 
 def _check_get(get):
@@ -322,17 +363,22 @@ def exact_kernel_fn(layer):
         default = 4096 if x1.ndim == 2 else 256
         bs = default if batch_size is None else batching.check_batch_size(batch_size)
         kernel = nt_kernel()
-        if max(n1, n2) <= bs:
+        devices = batching.device_count()
+        if max(n1, n2) <= bs and devices == 1:
             return cache["jitted"](x1, x2, get=get, **kwargs)
+        bs = min(bs, -(-n1 // devices), max(n2, 1))
         if ("batched", bs) not in cache:
-            cache[("batched", bs)] = cache["nt"].batch(kernel, batch_size=bs, device_count=0, store_on_device=False)
+            # Rows of x1 in blocks over every local device (neural-tangents' pmap); one device: serial blocks.
+            cache[("batched", bs)] = cache["nt"].batch(kernel, batch_size=bs, device_count=-1 if devices > 1 else 0,
+                                                       store_on_device=False)
 
-        def pad(x):
-            return batching.pad_rows(x, -(-x.shape[0] // bs) * bs)
+        def pad(x, multiple):
+            return batching.pad_rows(x, -(-x.shape[0] // multiple) * multiple)
 
         if "pattern" in kwargs:
-            kwargs = {**kwargs, "pattern": tuple(pad(p) for p in kwargs["pattern"])}
-        out = cache[("batched", bs)](pad(x1), pad(x2), get, **kwargs)
+            p1, p2 = kwargs["pattern"]
+            kwargs = {**kwargs, "pattern": (pad(p1, bs * devices), pad(p2, bs))}
+        out = cache[("batched", bs)](pad(x1, bs * devices), pad(x2, bs), get, **kwargs)
         if isinstance(get, str):
             return jnp.asarray(out)[:n1, :n2]
         return type(out)(*(jnp.asarray(o)[:n1, :n2] for o in out))
@@ -359,6 +405,40 @@ def _warn_nan(out) -> None:
     if any(bool(jnp.isnan(v).any()) for v in values if not batching.is_traced(v)):
         warnings.warn("neural-tangents returned NaN kernel entries (its RectifiedMonomial closed form is NaN where "
                       "two inputs are perfectly correlated, e.g. on the diagonal)", RuntimeWarning, stacklevel=3)
+
+
+def describe(params: FeatureMap, x=None, **kwargs) -> list[dict]:
+    """What each activation's approximation keeps, in layer order (see `Sketch.degree`).
+
+    For a homogeneous activation (ReLU, ...): the polynomial degree, the fit interval and the fit's
+    largest error relative to the dual at 1, for the NNGP (f) and the NTK's derivative kernel (f').
+    For a general activation: the series degree and the share of each input's second moment that
+    the degrees up to it carry, min and mean over the rows of `x` (and positions), for sigma and
+    sigma' (what the truncated tail, kept on the diagonal only, leaves approximate). Without x the
+    homogeneous entries alone are reported. One-shot maps report their single fit.
+    """
+    from ntkfeat.features import sketch as sketch_rules
+
+    if params.mode == "oneshot":
+        p = params.params
+        grid = np.linspace(-1.0, 1.0, 801)
+        target = oneshot_kernel_fn(flat_layers(params.layer))[2](grid)
+        coeffs = np.asarray(p.coeffs, np.float64)
+        return [{"layer": "network", "kind": "one-shot polynomial fit of the NTK", "degree": len(coeffs) - 1,
+                 "interval": (-1.0, 1.0),
+                 "ntk_max_error": float(np.max(np.abs(np.polyval(coeffs[::-1], grid) - target)) / float(target[-1])),
+                 "ntk_kept_at_1": float(np.sum(coeffs) / target[-1])}]
+    if not isinstance(params.method, Sketch):
+        return []
+    if x is None:
+        x = np.zeros((1,) + params.input_shape, np.float32)  # any input: the homogeneous fits are static
+        report_mehler = False
+    else:
+        x = check_inputs(x, params.input_shape)
+        report_mehler = True
+    report = []
+    apply_feature_map(params, jnp.asarray(x), **{**kwargs, sketch_rules.REPORT: report})
+    return [r for r in report if report_mehler or r["kind"] != "Mehler series"]
 
 
 def finite_network(*layers):
@@ -397,5 +477,5 @@ def views(layer):
     return init_fn, feature_fn, kernel_fn
 
 
-__all__ = ["FeatureMap", "check_inputs", "compute_features", "default_batch_size", "exact_kernel_fn",
+__all__ = ["FeatureMap", "check_inputs", "compute_features", "default_batch_size", "describe", "exact_kernel_fn",
            "finite_network", "iterate_features", "views"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
+import zipfile
 from typing import Callable
 
 import numpy as np
@@ -123,6 +124,8 @@ def _check_xy(x: np.ndarray, y: np.ndarray, where: str) -> np.ndarray:
 
 def _load_npz(path: pathlib.Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
     """The arrays of an npz file; ValueError naming a missing key (None for optional keys below)."""
+    if not zipfile.is_zipfile(path):  # np.load would take other bytes for a pickle and say so
+        raise ValueError(f"{path}: not an npz file (np.savez writes a zip archive of .npy arrays)")
     with np.load(path, allow_pickle=False) as f:
         for key in keys:
             if key not in f.files:

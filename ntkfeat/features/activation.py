@@ -46,10 +46,9 @@ def split_output(dim: int, nngp_scale: float, ntk_scale: float, ntk_weight: floa
     NTK part goes through a TensorSRHT; the NNGP part does not): the split that minimizes the
     summed variance mass^2 v / m.
     """
-    if ntk_scale <= 0:
-        return dim, 0
-    ntk = ntk_weight * ntk_scale
-    share = ntk / (ntk + nngp_scale)
+    ntk = ntk_weight * max(ntk_scale, 0.0)
+    total = ntk + max(nngp_scale, 0.0)
+    share = ntk / total if total > 0 else 0.5  # zero kernels (W_std = 0) still get some features
     m_ntk = min(max(int(round(dim * share)), 1), dim - 1)
     return dim - m_ntk, m_ntk
 
@@ -60,8 +59,20 @@ def activation_widths(ctx, spec: Spec, nngp_scale: float, ntk_scale: float) -> t
     method, width = ctx.method, ctx.width
     if not ctx.final:
         return width, (width if spec.ntk_dim else 0), width
-    m_nngp, m_ntk = split_output(method.dim, nngp_scale, ntk_scale if spec.ntk_dim else 0.0)
+    if not spec.ntk_dim:
+        return method.dim, 0, width
+    m_nngp, m_ntk = split_output(method.dim, nngp_scale, ntk_scale)
     return m_nngp, m_ntk, width
 
 
-__all__ = ["NTK_WEIGHT", "activation_widths", "check_activation_input", "normalize", "split_output"]
+def check_widths(ctx, name: str, m_nngp: int, m_ntk: int, has_ntk: bool, least: int = 4) -> None:
+    """A clear error when the method's dimension leaves a layer too few features."""
+    if m_nngp < least or (has_ntk and m_ntk < least):
+        method = ctx.method
+        raise ValueError(
+            f"{ctx.where}: {type(method).__name__}(dim={method.dim}) is too small for this network: {name} would get "
+            f"{m_nngp} NNGP and {m_ntk} NTK features (at least {least} each); use dim >= {8 * least}"
+        )
+
+
+__all__ = ["NTK_WEIGHT", "activation_widths", "check_activation_input", "check_widths", "normalize", "split_output"]

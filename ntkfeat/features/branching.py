@@ -166,6 +166,7 @@ def _merge_init(layer, key, specs, ctx, weights) -> tuple[CompressParams, Spec]:
         nngp_scale=sum(a * s.nngp_scale for a, s in zip(share, specs)) * (total if isinstance(layer, FanInSum) else 1),
         ntk_scale=sum(a * s.ntk_scale for a, s in zip(share, specs)) * (total if isinstance(layer, FanInSum) else 1),
         ntk_ends_with_nngp=False,
+        power=first.power if all(s.power == first.power for s in specs) else None,
     )
     return _compress_init(key, merged, ctx.width, ctx.dtype)
 

@@ -79,7 +79,7 @@ def _weighted_spec(spec: Spec, layer, nngp_dim: int, ntk_dim: int, **changes) ->
         nngp_dim=nngp_dim + (1 if layer.bias > 0 else 0),
         ntk_dim=ntk_dim + nngp_dim + (1 if layer.bias > 0 else 0),
         nngp_scale=s, ntk_scale=layer.W_std**2 * spec.ntk_scale + s, ntk_ends_with_nngp=True,
-        channels=layer.width(), gaussian=True, **changes,
+        channels=layer.width(), gaussian=True, power=spec.power if layer.bias == 0 else None, **changes,
     )
 
 
@@ -339,7 +339,7 @@ def layer_norm_init(layer: LayerNorm, key, spec: Spec, ctx):
                          "neural-tangents' rule)")
     q = spec.nngp_scale
     return None, spec._replace(nngp_scale=q / (layer.eps + q), ntk_scale=spec.ntk_scale / (layer.eps + q),
-                               diag_known=True)
+                               diag_known=True, power=0.0 if layer.eps == 0 else None)
 
 
 def layer_norm_apply(layer: LayerNorm, params, spec: Spec, f: Features, ctx) -> Features:

@@ -29,6 +29,8 @@ is unbiased on its own, and the one matmul is most of the cost.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -36,13 +38,13 @@ import numpy as np
 from ntkfeat import _random
 from ntkfeat._pytree import pytree_dataclass
 from ntkfeat.exact import duals
-from ntkfeat.features.activation import activation_widths, check_activation_input
+from ntkfeat.features.activation import activation_widths, check_activation_input, check_widths
 from ntkfeat.features.state import Features, Spec
 from ntkfeat.features.table import register
 from ntkfeat.layers.activations import Activation, HomogeneousDual, MehlerDual, derivative
 from ntkfeat.layers.methods import RandomFeatures
 from ntkfeat.sketches.product import OffsetProductParams, offset_product, offset_product_init
-from ntkfeat.sketches.srht import SRHTParams, srht, srht_init
+from ntkfeat.sketches.srht import SRHTParams, fft_length, hartley, srht, srht_init
 
 # Coefficients below this (relative to the activation's scale) are taken as exactly zero: the
 # block they would scale is left out (e.g. the linear part of Abs, the mean of sign).
@@ -54,20 +56,50 @@ class ActivationRFParams:
     """Parameters of an activation's random features.
 
     linear: SRHT of u for the degree-1 parts when u is wide (None: u itself).
-    weights: (d, m) random directions times radii; scale: (m,) sqrt(1/m) times the leverage
-    weight of each column. The NNGP features use the first `nngp_columns` columns, the
+    weights: (d, m) random directions times radii, or their StructuredProjection; scale: (m,)
+    sqrt(1/m) times the leverage weight of each column. The NNGP features use the first `nngp_columns` columns, the
     derivative features all of them. product: ntk (x) [b_0, t] (None without an NTK).
     The flags say which exact blocks exist (a zero coefficient needs none).
     """
 
     linear: SRHTParams | None
-    weights: jax.Array
+    weights: jax.Array | StructuredProjection
     scale: jax.Array
     product: OffsetProductParams | None
     nngp_columns: int
     nngp_constant: bool
     nngp_linear: bool
     t_linear: bool
+
+
+class StructuredProjection(NamedTuple):
+    """w_i . z for structured w (SORF, Yu et al. 2016): per block of N outputs, three sign-flipped
+    orthonormal Hartley transforms Q = H D3 H D2 H D1 of the zero-padded z (N = fft_length(d)),
+    then per output a radius: w_i = r_i sqrt(N / d) q_i. Q is orthogonal, so the directions of a
+    block are orthogonal and E w w^T = E r^2 / d I, as for Gaussian w with r ~ chi(d); the three
+    rotations make each direction close to uniform on the sphere. O(N log N) per block of N
+    outputs instead of O(d N): the dense product was most of the cost of wide layers."""
+
+    first: jax.Array  # (blocks, d) signs of the first rotation
+    rest: jax.Array  # (blocks, 2, N) signs of the other two
+    radius: jax.Array  # (columns,) r_i sqrt(N / d)
+
+
+def structured_project(p: StructuredProjection, z: jax.Array) -> jax.Array:
+    """(..., d) -> (..., columns)."""
+    n = p.rest.shape[-1]
+    v = hartley(z[..., None, :] * p.first.astype(z.dtype), n)  # (..., blocks, N)
+    for stage in range(2):
+        v = hartley(v * p.rest[:, stage].astype(z.dtype), n)
+    v = v.reshape(v.shape[:-2] + (-1,))[..., : p.radius.shape[0]] * (1.0 / n) ** 1.5
+    return v * p.radius.astype(z.dtype)
+
+
+def project(weights, z: jax.Array) -> jax.Array:
+    """z @ W for dense weights (d, m) or a StructuredProjection."""
+    if isinstance(weights, StructuredProjection):
+        return structured_project(weights, z)
+    return z @ weights.astype(z.dtype)
 
 
 def sphere_directions(key, dim: int, count: int, orthogonal: bool) -> np.ndarray:
@@ -79,17 +111,33 @@ def sphere_directions(key, dim: int, count: int, orthogonal: bool) -> np.ndarray
     return np.concatenate([_random.haar_orthogonal(k, dim) for k in _random.split(key, blocks)], 1)[:, :count]
 
 
+# Above this input width the weights are structured (when the method says 'auto'): the dense
+# product costs d operations per output, the structured one ~3 log2(d) FFT passes.
+STRUCTURED_ABOVE = 128
+
+
 def gaussian_weights(key, dim: int, count: int, method: RandomFeatures, dtype):
-    """(W, column_scale): Gaussian (or tilted) weights and the per-feature scale sqrt(1/m) (times
-    the leverage weight sqrt(d) / |w|)."""
+    """(W, column_scale): Gaussian (or tilted) weights, dense (dim, count) or structured, and the
+    per-feature scale sqrt(1/m) (times the leverage weight sqrt(d) / |w|)."""
     k_dir, k_rad = _random.split(key, 2)
-    u = sphere_directions(k_dir, dim, count, method.orthogonal)
     if method.leverage:
         radius = _random.chi(k_rad, dim + 2, count)  # |w| under the tilted law
         scale = np.sqrt(dim / count) / radius
     else:
         radius = _random.chi(k_rad, dim, count)  # |w| for w ~ N(0, I)
         scale = np.full((count,), (1.0 / count) ** 0.5)
+    structured = method.projection == "structured" or (method.projection == "auto" and dim > STRUCTURED_ABOVE)
+    if structured:
+        n = fft_length(dim)
+        blocks = -(-count // n)
+        k1, k2 = _random.split(k_dir, 2)
+        weights = StructuredProjection(
+            jnp.asarray(_random.rademacher(k1, (blocks, dim)), dtype),
+            jnp.asarray(_random.rademacher(k2, (blocks, 2, n)), dtype),
+            jnp.asarray(radius * np.sqrt(n / dim), dtype),
+        )
+        return weights, jnp.asarray(scale, dtype)
+    u = sphere_directions(k_dir, dim, count, method.orthogonal)
     return jnp.asarray(u * radius, dtype), jnp.asarray(scale, dtype)
 
 
@@ -157,6 +205,7 @@ def activation_init(layer: Activation, key, spec: Spec, ctx):
         nngp_scale = float(np.asarray(second)[0])
         ntk_scale = spec.ntk_scale * float(np.asarray(second_prime)[0]) if has_derivative else 0.0
     m_nngp, m_ntk, m_t = activation_widths(ctx, spec, nngp_scale, ntk_scale)
+    check_widths(ctx, name, m_nngp, m_ntk, bool(has_derivative))
     d = spec.nngp_dim
     k_lin, k_w, k_prod = _random.split(key, 3)
     nngp_constant = bool(a0 > _ZERO * top)
@@ -179,6 +228,7 @@ def activation_init(layer: Activation, key, spec: Spec, ctx):
     out = spec._replace(
         nngp_dim=int(nngp_constant) + (lin_dim if nngp_linear else 0) + m1, ntk_dim=ntk_width, rho_min=-1.0,
         nngp_scale=nngp_scale, ntk_scale=ntk_scale, ntk_ends_with_nngp=False, gaussian=False,
+        power=spec.power * dual.degree if isinstance(dual, HomogeneousDual) and spec.power is not None else None,
     )
     return params, out
 
@@ -191,8 +241,8 @@ def activation_apply(layer: Activation, params: ActivationRFParams, spec: Spec, 
     if params.nngp_linear or params.t_linear:
         u = z * inv_root[..., None]
         lin = u if params.linear is None else srht(params.linear, u)
-    a = z @ params.weights.astype(z.dtype)  # (..., columns): the one matmul
-    m1, columns = params.nngp_columns, params.weights.shape[1]
+    a = project(params.weights, z)  # (..., columns): the one projection
+    m1, columns = params.nngp_columns, params.scale.shape[0]
     a1 = a[..., :m1]
     c0, c1 = _coefficients(layer, q, derivative=False)
     residual = layer.fn(a1) - c0[..., None] - c1[..., None] * a1 * inv_root[..., None]
@@ -221,4 +271,4 @@ def _fn_prime(layer: Activation):
 
 register(Activation, RandomFeatures, activation_init, activation_apply)
 
-__all__ = ["ActivationRFParams", "gaussian_weights", "sphere_directions"]
+__all__ = ["ActivationRFParams", "StructuredProjection", "gaussian_weights", "project", "sphere_directions"]

@@ -35,7 +35,7 @@ import numpy as np
 from ntkfeat import _random
 from ntkfeat._norms import rescale
 from ntkfeat.exact import duals
-from ntkfeat.features.activation import activation_widths, check_activation_input, normalize
+from ntkfeat.features.activation import activation_widths, check_activation_input, check_widths, normalize
 from ntkfeat.features.state import Features, Spec
 from ntkfeat.features.table import register
 from ntkfeat.layers.activations import Activation, HomogeneousDual
@@ -130,7 +130,19 @@ def _product_init(key, spec: Spec, kappa: DotProductFeatureParams, constant: flo
 
 def _kappa_and_product(key, spec: Spec, ctx, c, d, nngp_scale: float, ntk_scale: float):
     """Features of the polynomials c (NNGP) and d (derivative; its constant d[0] kept apart)."""
+    try:
+        return _draw_kappa_and_product(key, spec, ctx, c, d, nngp_scale, ntk_scale)
+    except ValueError as e:
+        if "too small" not in str(e):
+            raise
+        method = ctx.method
+        raise ValueError(f"{ctx.where}: Sketch(dim={method.dim}, degree={method.degree}) is too small for this layer "
+                         f"(its share: {e}); raise dim or lower degree") from None
+
+
+def _draw_kappa_and_product(key, spec: Spec, ctx, c, d, nngp_scale: float, ntk_scale: float):
     m_nngp, m_ntk, m_t = activation_widths(ctx, spec, nngp_scale, ntk_scale)
+    check_widths(ctx, "it", m_nngp, m_ntk, bool(spec.ntk_dim) and d is not None, least=2)
     key_f, key_t = _random.split(key, 2)
     if not spec.ntk_dim or d is None:
         kappa = dot_product_features_init(key_f, spec.nngp_dim, c, m_nngp, ctx.dtype)
@@ -176,6 +188,7 @@ def homogeneous_init(layer: Activation, key, spec: Spec, ctx):
     out = spec._replace(
         nngp_dim=nngp_dim, ntk_dim=ntk_dim, rho_min=_next_rho_min(dual.f, spec.rho_min),
         nngp_scale=nngp_scale, ntk_scale=ntk_scale, ntk_ends_with_nngp=False, gaussian=False,
+        power=None if spec.power is None else spec.power * k,
     )
     return params, out
 
@@ -183,6 +196,8 @@ def homogeneous_init(layer: Activation, key, spec: Spec, ctx):
 def homogeneous_apply(layer: Activation, params: ActivationSketchParams, spec: Spec, f: Features, ctx) -> Features:
     dual: HomogeneousDual = layer.dual()
     k = dual.degree
+    if REPORT in ctx.kwargs:
+        ctx.kwargs[REPORT].append(homogeneous_report(layer, ctx.method, spec))
     u, scale, norm = normalize(f.nngp, f.diag)
     heads = kappa_features(params.kappa, u, spec.renormalize)
     nngp = (scale if k == 1 else scale**k)[..., None] * heads[0]
@@ -277,10 +292,11 @@ def mehler_init(layer: Activation, key, spec: Spec, ctx):
     degree = mehler_degree(layer, ctx.method.degree)
     tail = dual.series_degree is None or dual.series_degree > degree
     q = spec.nngp_scale
-    c = _series_weights(dual.fn, q, degree, tail)
+    # Zero inputs (a W_std = 0 before the layer) have a zero variance: plan at the unit one.
+    c = _series_weights(dual.fn, q if q > 0 else 1.0, degree, tail)
     if not np.any(c > 0):
-        raise ValueError(f"{ctx.where}: {type(layer).__name__} is zero on Gaussian inputs of variance ~{q:g}")
-    d = _series_weights(dual.fn_prime, q, degree, tail)
+        raise ValueError(f"{ctx.where}: {type(layer).__name__} is zero on Gaussian inputs")
+    d = _series_weights(dual.fn_prime, q if q > 0 else 1.0, degree, tail)
     d = d if np.any(d > 0) else None
     with jax.enable_x64(True):
         _, (second, _, _) = duals.mehler_coefficients(dual.fn, np.array([q]), 0)
@@ -289,7 +305,7 @@ def mehler_init(layer: Activation, key, spec: Spec, ctx):
     ntk_scale = spec.ntk_scale * float(np.asarray(second_prime)[0]) if d is not None else 0.0
     params, nngp_dim, ntk_dim = _kappa_and_product(key, spec, ctx, c, d, nngp_scale, ntk_scale)
     out = spec._replace(nngp_dim=nngp_dim, ntk_dim=ntk_dim, rho_min=-1.0, nngp_scale=nngp_scale,
-                        ntk_scale=ntk_scale, ntk_ends_with_nngp=False, gaussian=False)
+                        ntk_scale=ntk_scale, ntk_ends_with_nngp=False, gaussian=False, power=None)
     return params, out
 
 
@@ -310,6 +326,8 @@ def mehler_apply(layer: Activation, params: ActivationSketchParams, spec: Spec, 
     u, scale, norm = normalize(f.nngp, f.diag)
     q = scale * scale
     a, moments = duals.mehler_coefficients(dual.fn, q, resolved)
+    if REPORT in ctx.kwargs:
+        ctx.kwargs[REPORT].append(mehler_report(layer, degree, q))
     heads = kappa_features(params.kappa, u, spec.renormalize)
     nngp = heads[0] * _block_factors(params.kappa, 0, coefficients_with_tail(a, moments, degree, tail, size))
     diag = None if f.diag is None else moments[0]
@@ -324,6 +342,44 @@ def mehler_apply(layer: Activation, params: ActivationSketchParams, spec: Spec, 
         mass = constant**2 + (jnp.sum(coeffs[..., 1:] ** 2, axis=-1) if t is not None else 0.0)
         ntk = rescale(ntk, jnp.linalg.norm(f.ntk, axis=-1) * jnp.sqrt(mass))
     return Features(nngp, ntk, diag)
+
+
+# ----------------------------------------------------------------------------------- report
+
+# The key under which `ntkfeat.network.describe` collects each activation's report at apply.
+REPORT = "_report"
+
+
+def homogeneous_report(layer: Activation, method, spec: Spec) -> dict:
+    """How well the polynomials stand for the dual f and its derivative f' on [rho_min, 1]: the
+    largest error relative to f(1) (f'(1)), and what each polynomial gives at 1."""
+    dual = layer.dual()
+    c, d = homogeneous_polynomials(layer, method.degree, method.fit, round(spec.rho_min, 6))
+    lo = max(-1.0, spec.rho_min)
+    grid = np.linspace(lo, 1.0, 401)
+    out = {"layer": type(layer).__name__, "kind": "polynomial fit of the dual", "degree": len(c) - 1,
+           "interval": (lo, 1.0)}
+    for name, fn, coeffs in (("nngp", dual.f, c), ("ntk", dual.f_prime, d)):
+        if fn is None or coeffs is None:
+            continue
+        target, top = fn(grid), float(fn(1.0))
+        out[f"{name}_max_error"] = float(np.max(np.abs(np.polyval(coeffs[::-1], grid) - target)) / top)
+        out[f"{name}_kept_at_1"] = float(np.sum(coeffs) / top)
+    return out
+
+
+def mehler_report(layer: Activation, degree: int, q) -> dict:
+    """The share of each input's second moment that the series up to `degree` carries (the rest
+    is its tail, kept on the diagonal and approximated off it), for sigma and sigma', over the
+    inputs (and positions) seen: min and mean."""
+    dual = layer.dual()
+    out = {"layer": type(layer).__name__, "kind": "Mehler series", "degree": degree}
+    for name, fn in (("nngp", dual.fn), ("ntk", dual.fn_prime)):
+        a, (second, _, _) = duals.mehler_coefficients(fn, q, degree)
+        kept = np.asarray(jnp.sum(a**2, axis=-1) / jnp.where(second > 0, second, 1.0))
+        kept = np.where(np.asarray(second) > 0, kept, 1.0)
+        out[f"{name}_kept_min"], out[f"{name}_kept_mean"] = float(kept.min()), float(kept.mean())
+    return out
 
 
 # ------------------------------------------------------------------------------------- rule

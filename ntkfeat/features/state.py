@@ -45,6 +45,9 @@ class Spec(NamedTuple):
       needs equal shapes and FanInConcat weights branches by it).
     gaussian: the values are Gaussian in the infinite-width limit (after Dense or Conv, kept by
       linear layers; inputs and activation outputs are not): an activation needs it.
+    power: the features are positively homogeneous of this degree in the input (phi(c x) =
+      c^power phi(x) for c > 0; None: not homogeneous, e.g. after a bias or a general activation).
+      Homogeneous maps factor the input's scale out (exact for any |x|, no under- or overflow).
     """
 
     spatial: tuple[int, ...]
@@ -58,6 +61,7 @@ class Spec(NamedTuple):
     renormalize: bool = False
     channels: int = 1
     gaussian: bool = False
+    power: float | None = 1.0
 
     @property
     def positions(self) -> int:

@@ -12,6 +12,7 @@ from ntkfeat.layers.base import set_field
 
 _MODES = ("auto", "oneshot", "layerwise")
 _FITS = ("lstsq", "taylor")
+_PROJECTIONS = ("auto", "dense", "structured")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,18 +71,23 @@ class RandomFeatures:
         direction is still uniform on the sphere, so the estimate stays unbiased, with lower
         variance.
       width: internal width of each layer's random features (None: dim).
+      projection: how w.z is computed: 'dense' (a Gaussian matrix), 'structured' (SORF: three
+        sign-flipped Hartley transforms per block, orthogonal directions, O(log d) per feature), or
+        'auto' (structured where the input is wider than 128, dense below).
     """
 
     dim: int = 4096
     leverage: bool = False
     orthogonal: bool = False
     width: int | None = None
+    projection: str = "auto"
 
     def __post_init__(self):
         set_field(self, "dim", _checks.integer("RandomFeatures.dim", self.dim, 2))
         set_field(self, "leverage", _checks.boolean("RandomFeatures.leverage", self.leverage))
         set_field(self, "orthogonal", _checks.boolean("RandomFeatures.orthogonal", self.orthogonal))
         set_field(self, "width", _checks.optional_integer("RandomFeatures.width", self.width, 2))
+        _checks.choice("RandomFeatures.projection", self.projection, _PROJECTIONS)
 
 
 Method = Sketch | RandomFeatures
