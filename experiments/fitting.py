@@ -18,8 +18,10 @@ One selection rule for the exact kernel and every feature method: solver.selecti
 val_fraction, folds and seed) goes unchanged to `select_lambda_kernel`, `select_lambda` and
 `select_lambda_gram`. GCV and LOO rank lambdas by the (one-hot) regression MSE, also for classes.
 
-The default lambda grid is `default_lambdas(trace(Z^T Z), m)` over all training rows for every
-feature path, so that paths differ only in how they search it.
+The default lambda grid is `default_lambdas(trace(Z^T Z), n)` over all training rows for every
+feature path: the mean eigenvalue of Z Z^T, the features' stand-in for the kernel, so that the
+grid is the one exact kernel ridge uses (`default_lambdas(trace(K), n)`) up to the diagonal's
+approximation error; the paths differ only in how they search it.
 """
 
 from __future__ import annotations
@@ -84,10 +86,11 @@ def _linear(weights: np.ndarray) -> Callable:
     return lambda z: solvers.predict(model, np.asarray(z))
 
 
-def _lambdas(solver: dict, trace: float, m: int) -> np.ndarray:
+def _lambdas(solver: dict, trace: float, n: int) -> np.ndarray:
+    """The grid: the config's lambdas, or `default_lambdas(trace, n)` (trace of Z^T Z over n rows)."""
     if solver["lambdas"] is not None:
         return np.asarray(solver["lambdas"], np.float64)
-    return solvers.default_lambdas(trace, m)
+    return solvers.default_lambdas(trace, n)
 
 
 def _refit(selection: solvers.LambdaSelection, fit: Callable, rule: str):
@@ -138,7 +141,7 @@ def fit_features(stream: Callable, y: np.ndarray, m: int, solver: dict, metric: 
     path = choose_path(n, m, solver)
     if path == "dual":
         z = jnp.concatenate([phi for _, phi in stream(None, "train features")])
-        lambdas = _lambdas(solver, float(jnp.sum(jnp.square(z.astype(jnp.float32)))), m)
+        lambdas = _lambdas(solver, float(jnp.sum(jnp.square(z.astype(jnp.float32)))), n)
         sel = solvers.select_lambda(z, y, lambdas, method=solver["selection"], val_fraction=solver["val_fraction"],
                                     folds=solver["folds"], seed=seed, metric=metric)
         lam, score, model, note = _refit(sel, lambda lam: solvers.fit_ridge(z, y, lam), solver["selection"])
@@ -146,7 +149,7 @@ def fit_features(stream: Callable, y: np.ndarray, m: int, solver: dict, metric: 
 
     if solver["selection"] == "gcv":  # one state of all rows; GCV needs no hold-out part
         state = solvers.gram_from_batches((phi, y[s:s + len(phi)]) for s, phi in stream(None, "train features"))
-        lambdas = _lambdas(solver, float(np.trace(state.ztz)), m)
+        lambdas = _lambdas(solver, float(np.trace(state.ztz)), n)
         sel = solvers.select_lambda_gram(state, None, lambdas, metric=metric, method="gcv")
         lam, score, model, note = _refit(sel, lambda lam: solvers.fit_ridge_gram(state, lam), "gcv")
         return Fit(lam, score, path, _linear(model.weights), note)
@@ -164,7 +167,7 @@ def fit_features(stream: Callable, y: np.ndarray, m: int, solver: dict, metric: 
         val_state = solvers.gram_from_batches(val_batches)
     else:
         val_batches, val_state = None, solvers.gram_from_batches(pairs(val, "validation features"))
-    lambdas = _lambdas(solver, float(np.trace(train_state.ztz) + np.trace(val_state.ztz)), m)
+    lambdas = _lambdas(solver, float(np.trace(train_state.ztz) + np.trace(val_state.ztz)), n)
     sel = solvers.select_lambda_gram(train_state, val_batches or val_state, lambdas, metric=metric)
     state = solvers.gram_merge(train_state, val_state)
     lam, score, model, note = _refit(sel, lambda lam: solvers.fit_ridge_gram(state, lam), "holdout")

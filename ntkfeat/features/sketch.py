@@ -39,7 +39,7 @@ from ntkfeat.features.activation import activation_widths, check_activation_inpu
 from ntkfeat.features.state import Features, Spec
 from ntkfeat.features.table import register
 from ntkfeat.layers.activations import Activation, HomogeneousDual
-from ntkfeat.layers.methods import Sketch
+from ntkfeat.layers.methods import Sketch, layer_degree
 from ntkfeat.polynomials.fit import fit_nonneg_polynomial
 from ntkfeat.sketches.dot_product import DotProductFeatureParams, dot_product_features, dot_product_features_init
 from ntkfeat.sketches.product import OffsetProductParams, offset_product, offset_product_init
@@ -136,7 +136,7 @@ def _kappa_and_product(key, spec: Spec, ctx, c, d, nngp_scale: float, ntk_scale:
         if "too small" not in str(e):
             raise
         method = ctx.method
-        raise ValueError(f"{ctx.where}: Sketch(dim={method.dim}, degree={method.degree}) is too small for this layer "
+        raise ValueError(f"{ctx.where}: Sketch(dim={method.dim}, degree={layer_degree(method)}) is too small for this layer "
                          f"(its share: {e}); raise dim or lower degree") from None
 
 
@@ -180,7 +180,7 @@ def homogeneous_init(layer: Activation, key, spec: Spec, ctx):
     spec = check_activation_input(spec, ctx, type(layer).__name__)
     dual: HomogeneousDual = layer.dual()
     method = ctx.method
-    c, d = homogeneous_polynomials(layer, method.degree, method.fit, round(spec.rho_min, 6))
+    c, d = homogeneous_polynomials(layer, layer_degree(method), method.fit, round(spec.rho_min, 6))
     k, q = dual.degree, spec.nngp_scale
     nngp_scale = q**k * float(dual.f(1.0))
     ntk_scale = spec.ntk_scale * q ** (k - 1) * float(dual.f_prime(1.0)) if d is not None else 0.0
@@ -289,7 +289,7 @@ def _series_weights(fn, q: float, degree: int, tail: bool) -> np.ndarray:
 def mehler_init(layer: Activation, key, spec: Spec, ctx):
     spec = check_activation_input(spec, ctx, type(layer).__name__)
     dual = layer.dual()
-    degree = mehler_degree(layer, ctx.method.degree)
+    degree = mehler_degree(layer, layer_degree(ctx.method))
     tail = dual.series_degree is None or dual.series_degree > degree
     q = spec.nngp_scale
     # Zero inputs (a W_std = 0 before the layer) have a zero variance: plan at the unit one.
@@ -319,7 +319,7 @@ def _block_factors(kappa: DotProductFeatureParams, head: int, coeffs):
 
 def mehler_apply(layer: Activation, params: ActivationSketchParams, spec: Spec, f: Features, ctx) -> Features:
     dual = layer.dual()
-    degree = mehler_degree(layer, ctx.method.degree)
+    degree = mehler_degree(layer, layer_degree(ctx.method))
     tail = dual.series_degree is None or dual.series_degree > degree
     resolved = _resolved_degree(degree) if tail else degree
     size = params.kappa.sqrt_coeffs.shape[-1]
@@ -354,7 +354,7 @@ def homogeneous_report(layer: Activation, method, spec: Spec) -> dict:
     """How well the polynomials stand for the dual f and its derivative f' on [rho_min, 1]: the
     largest error relative to f(1) (f'(1)), and what each polynomial gives at 1."""
     dual = layer.dual()
-    c, d = homogeneous_polynomials(layer, method.degree, method.fit, round(spec.rho_min, 6))
+    c, d = homogeneous_polynomials(layer, layer_degree(method), method.fit, round(spec.rho_min, 6))
     lo = max(-1.0, spec.rho_min)
     grid = np.linspace(lo, 1.0, 401)
     out = {"layer": type(layer).__name__, "kind": "polynomial fit of the dual", "degree": len(c) - 1,

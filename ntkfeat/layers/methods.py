@@ -24,6 +24,10 @@ class Sketch:
       degree: polynomial degree of each approximation (any degree >= 1): the fit of a
         homogeneous activation's dual (ReLU and relatives), the truncation of a general
         activation's Mehler series (its tail beyond the degree is kept on the diagonal).
+        'auto' (default): the one-shot map takes the degree that minimizes its estimated error,
+        fit bias^2 + sketch variance, at this dim (higher degrees where dim affords them: their
+        smaller bias near correlation 1 is what near-interpolating kernel ridge needs, NOTES.md);
+        layerwise maps take 8.
       mode: 'oneshot' fits one polynomial to the whole NTK of a fully-connected stack of Dense
         layers and homogeneous activations and sketches it once (lowest error); 'layerwise'
         sketches every activation and composes with any stack; 'auto' uses 'oneshot' where it
@@ -41,7 +45,7 @@ class Sketch:
     """
 
     dim: int = 4096
-    degree: int = 8
+    degree: int | str = "auto"
     mode: str = "auto"
     fit: str = "lstsq"
     width: int | None = None
@@ -49,7 +53,8 @@ class Sketch:
 
     def __post_init__(self):
         set_field(self, "dim", _checks.integer("Sketch.dim", self.dim, 2))
-        set_field(self, "degree", _checks.integer("Sketch.degree", self.degree, 1))
+        if self.degree != "auto":
+            set_field(self, "degree", _checks.integer("Sketch.degree", self.degree, 1))
         _checks.choice("Sketch.mode", self.mode, _MODES)
         _checks.choice("Sketch.fit", self.fit, _FITS)
         set_field(self, "width", _checks.optional_integer("Sketch.width", self.width, 2))
@@ -88,6 +93,15 @@ class RandomFeatures:
         set_field(self, "orthogonal", _checks.boolean("RandomFeatures.orthogonal", self.orthogonal))
         set_field(self, "width", _checks.optional_integer("RandomFeatures.width", self.width, 2))
         _checks.choice("RandomFeatures.projection", self.projection, _PROJECTIONS)
+
+
+# The degree of 'auto' where no selection is made (layerwise maps).
+LAYERWISE_DEGREE = 8
+
+
+def layer_degree(method: Sketch) -> int:
+    """The polynomial / series degree of a layerwise map."""
+    return LAYERWISE_DEGREE if method.degree == "auto" else method.degree
 
 
 Method = Sketch | RandomFeatures

@@ -51,8 +51,15 @@ def plan_dot_product_features(in_dim: int, coeffs, dim: int) -> tuple[tuple[int,
     Returns:
       (exact_degrees, sketch_dims) with sketch_dims a {degree: m_j} dict.
     """
-    exact, dims = _plan([_check_coeffs(coeffs)], [dim], in_dim)
+    exact, dims, _ = _plan([_check_coeffs(coeffs)], [dim], in_dim)
     return exact, dims[0]
+
+
+def sketch_variance(in_dim: int, coeffs, dim: int) -> float:
+    """The plan's bound on the summed variance of one kernel entry, sum_j c_j^2 v_j / m_j (v_j the
+    variance of a degree-j sketch of unit vectors per dimension, ~ levels_j + 1; 0 when every
+    degree is exact): divided by p(1)^2, a relative variance."""
+    return _plan([_check_coeffs(coeffs)], [dim], in_dim)[2]
 
 
 def _check_coeffs(coeffs) -> np.ndarray:
@@ -96,12 +103,12 @@ def _plan(coeffs_list, dims, in_dim):
             f"dim={min(dims)} is too small for a polynomial of degree {degrees[-1]} on {in_dim} inputs: "
             f"it needs at least {1 + _MIN_SKETCH_DIM * len(degrees)}"
         )
-    _, exact, rests = best
+    score, exact, rests = best
     head_dims = [
         _split(rest, {j: c[j] * _variance_weight(j) for j in sketched})
         for c, (rest, sketched) in zip(coeffs_list, rests)
     ]
-    return exact, head_dims
+    return exact, head_dims, score
 
 
 def _split(total: int, weights: dict[int, float]) -> dict[int, int]:
@@ -176,7 +183,7 @@ def dot_product_features_init(
     dims = list(dim) if multi else [dim]
     if len(coeffs_list) != len(dims):
         raise ValueError(f"{len(coeffs_list)} coefficient arrays but {len(dims)} dims")
-    exact, head_dims = _plan(coeffs_list, dims, in_dim)
+    exact, head_dims, _ = _plan(coeffs_list, dims, in_dim)
     q = max(len(c) for c in coeffs_list)
     sqrt_coeffs = np.zeros((len(coeffs_list), q))
     for h, c in enumerate(coeffs_list):
@@ -191,7 +198,8 @@ def dot_product_features_init(
     tree_degrees = tuple(j for j in totals if j >= 2)
     tree = None
     if tree_degrees:
-        tree = poly_sketch_init(k_tree, in_dim, tree_degrees, max(totals[j] for j in tree_degrees), dtype)
+        tree = poly_sketch_init(k_tree, in_dim, tree_degrees, max(totals[j] for j in tree_degrees), dtype,
+                                degree_widths={j: totals[j] for j in tree_degrees})
         widths.update(tree.out_dims())
     degree_one = None
     if 1 in totals:

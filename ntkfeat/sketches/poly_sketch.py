@@ -35,15 +35,41 @@ def num_levels(degree: int) -> int:
     return max(0, math.ceil(math.log2(degree))) if degree > 1 else 0
 
 
-def _plan(in_dim: int, degrees: tuple[int, ...], width: int) -> dict[tuple, _Node]:
-    """The nodes needed for `degrees`, keyed by (level, position, x-leaf count)."""
+def _users(degrees: tuple[int, ...]) -> dict[tuple, list[int]]:
+    """The degrees whose sketch passes through each node (level, position, x-leaf count)."""
     levels = num_levels(max(degrees))
+    users: dict[tuple, list[int]] = {}
+
+    def visit(key, j):
+        users.setdefault(key, []).append(j)
+        level, pos, count = key
+        if count == 0 or level == 0:
+            return
+        half = 1 << (level - 1)
+        visit((level - 1, 2 * pos, min(count, half)), j)
+        visit((level - 1, 2 * pos + 1, max(count - half, 0)), j)
+
+    for j in degrees:
+        visit((levels, 0, j), j)
+    return users
+
+
+def _plan(in_dim: int, degrees: tuple[int, ...], width: int, degree_widths: tuple = ()) -> dict[tuple, _Node]:
+    """The nodes needed for `degrees`, keyed by (level, position, x-leaf count).
+
+    A node is as wide as the widest degree it feeds needs (`degree_widths`, {degree: width};
+    `width` for degrees not given), so the nodes that only serve high degrees, which carry little
+    of a kernel and get few dimensions, cost little."""
+    levels = num_levels(max(degrees))
+    need = dict(degree_widths)
+    users = _users(degrees)
     plan: dict[tuple, _Node] = {}
 
     def visit(level: int, pos: int, count: int) -> _Node:
         key = (level, pos, count)
         if key in plan:
             return plan[key]
+        node_width = max(need.get(j, width) for j in users[key])
         if count == 0:
             node = _Node("one", 0, None, None)
         elif level == 0:
@@ -54,13 +80,13 @@ def _plan(in_dim: int, degrees: tuple[int, ...], width: int) -> dict[tuple, _Nod
             rkey = (level - 1, 2 * pos + 1, max(count - half, 0))
             left, right = visit(*lkey), visit(*rkey)
             if right.kind == "one":
-                if left.width <= width:
+                if left.width <= node_width:
                     node = _Node("identity", left.width, lkey, None)
                 else:
-                    node = _Node("srht", width, lkey, None)
+                    node = _Node("srht", node_width, lkey, None)
             else:
                 full = fft_length(left.width) * fft_length(right.width)  # exact at this width
-                node = _Node("tensor", min(width, full), lkey, rkey)
+                node = _Node("tensor", min(node_width, full), lkey, rkey)
         plan[key] = node
         return node
 
@@ -69,21 +95,23 @@ def _plan(in_dim: int, degrees: tuple[int, ...], width: int) -> dict[tuple, _Nod
     return plan
 
 
-@pytree_dataclass(meta=("in_dim", "degrees", "width"))
+@pytree_dataclass(meta=("in_dim", "degrees", "width", "degree_widths"))
 class PolySketchParams:
     nodes: dict  # str(key) -> TensorSRHTParams or SRHTParams
     in_dim: int
     degrees: tuple[int, ...]
     width: int
+    degree_widths: tuple = ()  # ((degree, width), ...): the nodes a degree feeds are at least this wide
 
     def out_dims(self) -> dict[int, int]:
-        plan = _plan(self.in_dim, self.degrees, self.width)
+        plan = _plan(self.in_dim, self.degrees, self.width, self.degree_widths)
         levels = num_levels(max(self.degrees))
         return {j: plan[(levels, 0, j)].width for j in self.degrees}
 
 
 def poly_sketch_init(
-    key: jax.Array, in_dim: int, degree: int | tuple[int, ...], width: int, dtype=jnp.float32
+    key: jax.Array, in_dim: int, degree: int | tuple[int, ...], width: int, dtype=jnp.float32, *,
+    degree_widths: dict | None = None,
 ) -> PolySketchParams:
     """Parameters of a PolySketch of x (dimension in_dim) for degrees 1..degree (or the given set).
 
@@ -92,13 +120,16 @@ def poly_sketch_init(
       in_dim: d, the input dimension.
       degree: q (sketch every degree 1..q) or an explicit tuple of degrees >= 1.
       width: the output width of every node (the sketch dimension).
+      degree_widths: {degree: width} to give each degree its own output width; a node is then as
+        wide as the widest degree it feeds (degrees not in it use `width`).
     """
     degrees = tuple(range(1, degree + 1)) if isinstance(degree, int) else tuple(sorted(set(degree)))
     if not degrees or min(degrees) < 1:
         raise ValueError(f"degrees must be >= 1, got {degree!r}")
     if width < 1 or in_dim < 1:
         raise ValueError(f"in_dim and width must be >= 1, got {in_dim}, {width}")
-    plan = _plan(in_dim, degrees, width)
+    degree_widths = tuple(sorted((int(j), int(w)) for j, w in (degree_widths or {}).items()))
+    plan = _plan(in_dim, degrees, width, degree_widths)
     nodes = {}
     keys = _random.split(key, len(plan))
     for k, (name, node) in zip(keys, sorted(plan.items())):
@@ -108,7 +139,7 @@ def poly_sketch_init(
             )
         elif node.kind == "srht":
             nodes[str(name)] = srht_init(k, plan[node.left].width, node.width, dtype)
-    return PolySketchParams(nodes, in_dim, degrees, width)
+    return PolySketchParams(nodes, in_dim, degrees, width, degree_widths)
 
 
 def poly_sketch(params: PolySketchParams, x: jax.Array) -> dict[int, jax.Array]:
@@ -119,7 +150,7 @@ def poly_sketch(params: PolySketchParams, x: jax.Array) -> dict[int, jax.Array]:
     """
     if x.shape[-1] != params.in_dim:
         raise ValueError(f"poly_sketch: input's last axis is {x.shape[-1]}, expected {params.in_dim}")
-    plan = _plan(params.in_dim, params.degrees, params.width)
+    plan = _plan(params.in_dim, params.degrees, params.width, params.degree_widths)
     levels = num_levels(max(params.degrees))
     cache: dict[tuple, jax.Array | None] = {}
 

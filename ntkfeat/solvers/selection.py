@@ -193,7 +193,8 @@ def select_lambda(z, y, lambdas=None, *, method: str = "holdout", val_fraction: 
     Args:
       z: (n, m) features (any float dtype; all algebra in float64).
       y: (n, k) targets (or (n,)); for metric='accuracy', one-hot style targets (`one_hot_targets`).
-      lambdas: candidates >= 0 (default: `default_lambdas(trace(Z^T Z), m)`, from all n rows).
+      lambdas: candidates >= 0 (default: `default_lambdas(trace(Z^T Z), n)`, from all n rows: the
+        mean eigenvalue of Z Z^T, which stands for the kernel, so the grid is kernel ridge's).
       method: 'holdout' (one random split), 'kfold' (scores pooled over the folds), 'gcv'
         (generalized cross-validation) or 'loo' (exact leave-one-out); see the module docstring.
       val_fraction: validation share for 'holdout'.
@@ -219,7 +220,7 @@ def select_lambda(z, y, lambdas=None, *, method: str = "holdout", val_fraction: 
         raise ValueError(f"{method} selection needs at least 2 rows, got {n}")
     with x64():
         if lambdas is None:
-            lambdas = default_lambdas(float(sum_squares(z)), m)
+            lambdas = default_lambdas(float(sum_squares(z)), n)
         lambdas = _checks.regularization_grid(lambdas)
         z, y = jnp.asarray(z), jnp.asarray(y)  # on the device once, not once per fold
         if method not in _SPLIT_METHODS:
@@ -303,7 +304,7 @@ def select_lambda_gram(train: GramState, val=None, lambdas=None, *, metric: str 
       train: statistics of the training rows (`gram_from_batches`): the fitting part for
         'holdout', all rows for 'gcv'.
       val: validation statistics or batches (rows disjoint from train's) for 'holdout'; None for 'gcv'.
-      lambdas: candidates >= 0 (default: `default_lambdas(trace(train.ztz), m)`).
+      lambdas: candidates >= 0 (default: `default_lambdas(trace(train.ztz), n)`, n the rows seen).
       metric: 'mse' or 'accuracy'.
       method: 'holdout' or 'gcv'.
 
@@ -323,7 +324,7 @@ def select_lambda_gram(train: GramState, val=None, lambdas=None, *, metric: str 
     m, k = train.num_features, train.num_outputs
     ztz, zty, yty = _matrix_statistics(train)
     if lambdas is None:
-        lambdas = default_lambdas(np.trace(ztz), m)
+        lambdas = default_lambdas(np.trace(ztz), train.n + (0 if val is None or not hasattr(val, "n") else val.n))
     lambdas = _checks.regularization_grid(lambdas)
     if method == "gcv":
         if val is not None:
