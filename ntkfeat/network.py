@@ -372,13 +372,14 @@ def exact_kernel_fn(layer):
             cache[("batched", bs)] = cache["nt"].batch(kernel, batch_size=bs, device_count=-1 if devices > 1 else 0,
                                                        store_on_device=False)
 
-        def pad(x, multiple):
-            return batching.pad_rows(x, -(-x.shape[0] // multiple) * multiple)
+        def pad(x):
+            # nt.batch takes blocks of bs rows of x2 and bs * devices rows of x1, and needs
+            # gcd(n1, n2) / devices >= bs: both padded to a multiple of bs * devices.
+            return batching.pad_rows(x, -(-x.shape[0] // (bs * devices)) * bs * devices)
 
         if "pattern" in kwargs:
-            p1, p2 = kwargs["pattern"]
-            kwargs = {**kwargs, "pattern": (pad(p1, bs * devices), pad(p2, bs))}
-        out = cache[("batched", bs)](pad(x1, bs * devices), pad(x2, bs), get, **kwargs)
+            kwargs = {**kwargs, "pattern": tuple(pad(p) for p in kwargs["pattern"])}
+        out = cache[("batched", bs)](pad(x1), pad(x2), get, **kwargs)
         if isinstance(get, str):
             return jnp.asarray(out)[:n1, :n2]
         return type(out)(*(jnp.asarray(o)[:n1, :n2] for o in out))
@@ -463,7 +464,9 @@ def views(layer):
     top = root(layer)
 
     def init_fn(key, input_shape, method=None):
-        return init_feature_map(top, key, input_shape, Sketch() if method is None else method)
+        method = Sketch() if method is None else method
+        _check_method(method)
+        return init_feature_map(top, key, input_shape, method)
 
     def feature_fn(params, x, get: str = "ntk", *, batch_size: int | None = None, progress=None, **kwargs):
         if isinstance(params, FeatureMap) and params.layer != top:

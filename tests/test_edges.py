@@ -111,3 +111,23 @@ def test_a_text_file_is_not_an_npz(tmp_path):
     path.write_text("x,y\n1,2\n")
     with pytest.raises(ValueError, match="not an npz file"):
         nf.data.load_dataset("npz", path=str(path))
+
+
+def test_init_is_traceable_and_vmaps_to_an_ensemble(tabular):
+    # Parameter draws are jax.random functions of the key at static shapes: jax.vmap(init_fn) over
+    # keys gives an ensemble, jax.jit(init_fn) works, and both equal separate eager calls (the
+    # eager path shapes the same random bits on the host: float formulas agree to an ulp or two).
+    x = tabular[:20]
+    keys = jax.random.split(jax.random.PRNGKey(5), 3)
+    for layers in (fc_stack(nf, 2), [nf.Dense(64, W_std=1.3), nf.Erf(), nf.Dense(1)]):
+        init_fn, feature_fn, _ = nf.serial(*layers)
+        for method in (nf.Sketch(dim=512), nf.Sketch(dim=512, mode="layerwise"), nf.RandomFeatures(dim=512, leverage=True)):
+            ensemble = jax.vmap(lambda k: init_fn(k, x.shape, method))(keys)
+            phis = np.asarray(jax.vmap(feature_fn, (0, None))(ensemble, x))
+            assert phis.shape[0] == 3
+            for phi, key in zip(phis, keys):
+                np.testing.assert_allclose(phi, np.asarray(feature_fn(init_fn(key, x.shape, method), x)),
+                                           rtol=1e-4, atol=1e-5)
+            jitted = jax.jit(init_fn, static_argnums=(1, 2))(keys[0], x.shape, method)
+            np.testing.assert_allclose(np.asarray(feature_fn(jitted, x)), phis[0], rtol=1e-4, atol=1e-5)
+            assert not np.allclose(phis[0], phis[1])

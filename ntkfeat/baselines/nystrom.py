@@ -151,7 +151,7 @@ def weighted_sample_without_replacement(key, weights, k: int) -> np.ndarray:
     # Zero weights would tie at -inf; a tiny floor keeps the draw defined (they come last).
     top = w.max() if w.size and w.max() > 0 else 1.0
     w = np.maximum(w, 1e-12 * top)
-    keys = np.log1p(-_random.uniform(key, (w.size,))) / w
+    keys = np.log1p(-np.asarray(_random.uniform(key, (w.size,)), np.float64)) / w
     return np.argsort(-keys, kind="stable")[:k]
 
 
@@ -218,9 +218,9 @@ def nystrom(kernel_fn: Callable, dim: int, sampling: str = "uniform", reg: float
             raise ValueError(f"dim = {dim} landmarks, but x_train has only {n} rows; use dim <= {n}")
         k_pilot, k_land = _random.split(key, 2)
         if sampling == "uniform" or dim == n:
-            idx = _random.permutation(k_land, n)[:dim]
+            idx = np.asarray(_random.permutation(k_land, n))[:dim]
         else:
-            pilot = _random.permutation(k_pilot, n)[:dim]
+            pilot = np.asarray(_random.permutation(k_pilot, n))[:dim]
             scores, _ = ridge_leverage_scores(kernel_fn, x, pilot, rls_lambda, get=get, block_size=block)
             idx = weighted_sample_without_replacement(k_land, scores, dim)
         landmarks = jnp.asarray(np.asarray(x)[idx]) if isinstance(x, np.ndarray) else jnp.asarray(x)[idx]

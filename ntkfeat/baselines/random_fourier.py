@@ -71,7 +71,7 @@ def median_bandwidth(x, key=None, max_rows: int = MEDIAN_ROWS) -> float:
     if n > max_rows:
         if key is None:
             raise ValueError(f"x has {n} > max_rows = {max_rows} rows; pass a key for the subsample")
-        x = np.asarray(x)[np.sort(_random.permutation(key, n)[:max_rows])]
+        x = np.asarray(x)[np.sort(np.asarray(_random.permutation(key, n))[:max_rows])]
     z = np.asarray(x, np.float64).reshape(len(x), -1)
     sq = np.sum(z * z, axis=1)
     d2 = sq[:, None] + sq[None, :] - 2.0 * z @ z.T
@@ -153,8 +153,8 @@ def random_fourier(dim: int, bandwidth: float | None = None, kernel: str = "gaus
         sigma = median_bandwidth(x, k_sub) if bandwidth is None else bandwidth
         d = int(np.prod(x.shape[1:]))
         odd = dim % 2
-        w = _random.normal(k_freq, (d, dim // 2 + odd)) / sigma
-        phase = 2.0 * np.pi * _random.uniform(k_phase, (odd,))
+        w = np.asarray(_random.normal(k_freq, (d, dim // 2 + odd)), np.float64) / sigma
+        phase = 2.0 * np.pi * np.asarray(_random.uniform(k_phase, (odd,)), np.float64)
         dtype = default_dtype()
         return RandomFourierParams(
             jnp.asarray(w, dtype), jnp.asarray(phase, dtype), jnp.asarray(sigma, dtype), tuple(x.shape[1:])

@@ -104,6 +104,16 @@ def mehler_coefficients(fn, q, degree: int, num: int = QUADRATURE_NODES):
     return coeffs, (even + odd, even, odd)
 
 
+def host_mehler_coefficients(fn, q, degree: int, num: int = QUADRATURE_NODES):
+    """`mehler_coefficients` at static variances q, in float64 NumPy, evaluated at once even
+    while a JAX transformation traces the caller (parameter creation plans with them)."""
+    import jax
+
+    with jax.ensure_compile_time_eval(), jax.enable_x64(True):
+        a, moments = mehler_coefficients(fn, np.asarray(q, np.float64), degree, num)
+        return np.asarray(a, np.float64), tuple(np.asarray(m, np.float64) for m in moments)
+
+
 # ----------------------------------------------------------------------- homogeneous activations
 
 
@@ -198,5 +208,6 @@ def homogeneous_dual_derivative(k: int, s_pos: float, s_neg: float, rho) -> np.n
 
 __all__ = [
     "QUADRATURE_NODES", "gauss_hermite", "hermite_polynomial", "hermite_projection", "homogeneous_dual",
+    "host_mehler_coefficients",
     "homogeneous_dual_derivative", "homogeneous_mehler_coefficients", "homogeneous_mehler_squares", "mehler_coefficients", "rectified_moment",
 ]

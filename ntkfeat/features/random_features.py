@@ -102,13 +102,13 @@ def project(weights, z: jax.Array) -> jax.Array:
     return z @ weights.astype(z.dtype)
 
 
-def sphere_directions(key, dim: int, count: int, orthogonal: bool) -> np.ndarray:
+def sphere_directions(key, dim: int, count: int, orthogonal: bool) -> jax.Array:
     """(dim, count) unit columns, uniform on the sphere; in orthonormal blocks if `orthogonal`."""
     if not orthogonal:
         g = _random.normal(key, (dim, count))
-        return g / np.linalg.norm(g, axis=0, keepdims=True)
+        return g / jnp.linalg.norm(g, axis=0, keepdims=True)
     blocks = -(-count // dim)
-    return np.concatenate([_random.haar_orthogonal(k, dim) for k in _random.split(key, blocks)], 1)[:, :count]
+    return jnp.concatenate([_random.haar_orthogonal(k, dim) for k in _random.split(key, blocks)], 1)[:, :count]
 
 
 # Above this input width the weights are structured (when the method says 'auto'): the dense
@@ -125,7 +125,7 @@ def gaussian_weights(key, dim: int, count: int, method: RandomFeatures, dtype):
         scale = np.sqrt(dim / count) / radius
     else:
         radius = _random.chi(k_rad, dim, count)  # |w| for w ~ N(0, I)
-        scale = np.full((count,), (1.0 / count) ** 0.5)
+        scale = jnp.full((count,), (1.0 / count) ** 0.5)
     structured = method.projection == "structured" or (method.projection == "auto" and dim > STRUCTURED_ABOVE)
     if structured:
         n = fft_length(dim)
@@ -152,10 +152,9 @@ def _typical_coefficients(layer: Activation, q: float) -> tuple[np.ndarray, np.n
         b = dual.derivative_coefficients(1) if dual.derivative_coefficients else None
         return np.abs(a), None if b is None else np.abs(b)
     qs = q * np.array([0.25, 1.0, 4.0])
-    with jax.enable_x64(True):
-        a, _ = duals.mehler_coefficients(dual.fn, qs, 1)
-        b, _ = duals.mehler_coefficients(dual.fn_prime, qs, 1)
-    return np.max(np.abs(np.asarray(a)), axis=0), np.max(np.abs(np.asarray(b)), axis=0)
+    a, _ = duals.host_mehler_coefficients(dual.fn, qs, 1)
+    b, _ = duals.host_mehler_coefficients(dual.fn_prime, qs, 1)
+    return np.max(np.abs(a), axis=0), np.max(np.abs(b), axis=0)
 
 
 def _coefficients(layer: Activation, q, derivative: bool):
@@ -199,11 +198,10 @@ def activation_init(layer: Activation, key, spec: Spec, ctx):
         nngp_scale = q**dual.degree * float(dual.f(1.0))
         ntk_scale = spec.ntk_scale * q ** (dual.degree - 1) * float(dual.f_prime(1.0)) if has_derivative else 0.0
     else:
-        with jax.enable_x64(True):
-            _, (second, _, _) = duals.mehler_coefficients(dual.fn, np.array([q]), 0)
-            _, (second_prime, _, _) = duals.mehler_coefficients(dual.fn_prime, np.array([q]), 0)
-        nngp_scale = float(np.asarray(second)[0])
-        ntk_scale = spec.ntk_scale * float(np.asarray(second_prime)[0]) if has_derivative else 0.0
+        _, (second, _, _) = duals.host_mehler_coefficients(dual.fn, [q], 0)
+        _, (second_prime, _, _) = duals.host_mehler_coefficients(dual.fn_prime, [q], 0)
+        nngp_scale = float(second[0])
+        ntk_scale = spec.ntk_scale * float(second_prime[0]) if has_derivative else 0.0
     m_nngp, m_ntk, m_t = activation_widths(ctx, spec, nngp_scale, ntk_scale)
     check_widths(ctx, name, m_nngp, m_ntk, bool(has_derivative))
     d = spec.nngp_dim

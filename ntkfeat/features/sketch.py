@@ -277,11 +277,10 @@ def _series_weights(fn, q: float, degree: int, tail: bool) -> np.ndarray:
     dimension is split; degrees that carry nothing at any of them get no features)."""
     qs = q * np.asarray(_TYPICAL_SPREAD)
     size = max(max(d) for d in tail_degrees(degree)) + 1 if tail else degree + 1
-    with jax.enable_x64(True):
-        a, moments = duals.mehler_coefficients(fn, qs, _resolved_degree(degree))
-        coeffs = coefficients_with_tail(np.asarray(a), tuple(np.asarray(m) for m in moments), degree, tail, size)
+    a, moments = duals.host_mehler_coefficients(fn, qs, _resolved_degree(degree))
+    coeffs = coefficients_with_tail(a, moments, degree, tail, size)
     # Shares of each variance's own second moment: every input matters relative to its scale.
-    w = np.max(np.asarray(coeffs) ** 2 / np.maximum(np.asarray(moments[0]), 1e-300)[:, None], axis=0)
+    w = np.max(coeffs**2 / np.maximum(moments[0], 1e-300)[:, None], axis=0)
     w[w < _NEGLIGIBLE * max(w.max(), 1e-300)] = 0.0
     return w
 
@@ -298,11 +297,10 @@ def mehler_init(layer: Activation, key, spec: Spec, ctx):
         raise ValueError(f"{ctx.where}: {type(layer).__name__} is zero on Gaussian inputs")
     d = _series_weights(dual.fn_prime, q if q > 0 else 1.0, degree, tail)
     d = d if np.any(d > 0) else None
-    with jax.enable_x64(True):
-        _, (second, _, _) = duals.mehler_coefficients(dual.fn, np.array([q]), 0)
-        _, (second_prime, _, _) = duals.mehler_coefficients(dual.fn_prime, np.array([q]), 0)
-    nngp_scale = float(np.asarray(second)[0])
-    ntk_scale = spec.ntk_scale * float(np.asarray(second_prime)[0]) if d is not None else 0.0
+    _, (second, _, _) = duals.host_mehler_coefficients(dual.fn, [q], 0)
+    _, (second_prime, _, _) = duals.host_mehler_coefficients(dual.fn_prime, [q], 0)
+    nngp_scale = float(second[0])
+    ntk_scale = spec.ntk_scale * float(second_prime[0]) if d is not None else 0.0
     params, nngp_dim, ntk_dim = _kappa_and_product(key, spec, ctx, c, d, nngp_scale, ntk_scale)
     out = spec._replace(nngp_dim=nngp_dim, ntk_dim=ntk_dim, rho_min=-1.0, nngp_scale=nngp_scale,
                         ntk_scale=ntk_scale, ntk_ends_with_nngp=False, gaussian=False, power=None)

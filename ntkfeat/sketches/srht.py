@@ -78,7 +78,7 @@ class TensorSRHTParams(NamedTuple):
     right: SRHTParams  # signs (d2,), rows (k,)
 
 
-def stratified_indices(key: jax.Array, population: int, k: int) -> np.ndarray:
+def stratified_indices(key: jax.Array, population: int, k: int) -> jax.Array:
     """k indices into range(population): a tiled random permutation (with replacement if huge)."""
     if population < 1 or k < 1:
         raise ValueError(f"need population >= 1 and k >= 1, got {population}, {k}")
@@ -89,11 +89,11 @@ def stratified_indices(key: jax.Array, population: int, k: int) -> np.ndarray:
 
 def hartley_rows(rows, n: int, dtype=jnp.float32) -> HartleyRows:
     """Maps Hartley rows p in [0, n) to positions in rfft's output (see HartleyRows)."""
-    rows = np.asarray(rows)
+    rows = jnp.asarray(rows, jnp.int32)
     upper = rows > n // 2
-    index = np.where(upper, n - rows, rows)
-    imag_sign = np.where(upper, 1.0, -1.0)
-    return HartleyRows(jnp.asarray(index, jnp.int32), jnp.asarray(imag_sign, dtype))
+    index = jnp.where(upper, n - rows, rows)
+    imag_sign = jnp.where(upper, 1.0, -1.0)
+    return HartleyRows(index.astype(jnp.int32), imag_sign.astype(dtype))
 
 
 def hartley(x: jax.Array, n: int) -> jax.Array:

@@ -114,7 +114,7 @@ def validation_splits(n: int, method: str = "holdout", *, val_fraction: float = 
         raise ValueError(f"method must be one of {_SPLIT_METHODS}, got {method!r}{hint}")
     if n < 2:
         raise ValueError(f"validation needs at least 2 rows, got {n}")
-    order = _random.permutation(jax.random.PRNGKey(seed), n)
+    order = np.asarray(_random.permutation(jax.random.PRNGKey(seed), n))
     if method == "holdout":
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
