@@ -17,6 +17,12 @@ reruns the experiment), kernel_error_vs_dim.png and metric_vs_time.png. Results 
 atomically after every run, so a crash (status 'failed'), Ctrl-C or SIGTERM (status 'interrupted')
 keeps what finished. `python -m experiments.replot` redraws the plots of a run folder,
 `python -m experiments.compare` tabulates and plots several.
+
+Devices and hosts: each batch of rows is sharded over every local device. With --num-processes P
+(and --coordinator, --process-id, or JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID)
+the same command runs as P processes, one per host, which split the rows (`ntkfeat.distributed`):
+Gram statistics are summed over processes, in-memory features and exact kernel rows are
+all-gathered, every process solves the same problem, and process 0 alone writes and prints.
 """
 
 from __future__ import annotations
@@ -40,9 +46,9 @@ import ntkfeat as nf
 from experiments import fitting, report
 from experiments.config import ConfigError, build_layers, load_config
 from experiments.methods import Network, Timer, all_features, block, exact_kernel, feature_batches, feature_method
-from ntkfeat import baselines, metrics, solvers
+from ntkfeat import baselines, distributed, metrics, solvers
 from ntkfeat.batching import progress as progress_bar
-from ntkfeat.data import load_dataset
+from ntkfeat.data import flip_averaged, flip_averaged_kernel, load_dataset
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
 _NO_NTK_REFERENCE = ("exact", "random_fourier")  # exact has no features; random Fourier targets a Gaussian kernel
@@ -88,9 +94,23 @@ def _load(spec: dict, where: str, seed: int, task: str | None):
     try:
         return load_dataset(spec["name"], root=spec["root"], path=spec["path"], split=spec["split"],
                             n_train=spec["n_train"], n_test=spec["n_test"], seed=seed,
-                            standardize=spec["standardize"], task=spec["task"] or task, images=spec["images"])
+                            standardize=spec["standardize"], task=spec["task"] or task, images=spec["images"],
+                            zca=spec.get("zca"), flip=spec.get("flip"))
     except (FileNotFoundError, ValueError) as e:
         raise type(e)(f"{where} ({spec['label']}): {e}") from None
+
+
+def _averages_flips(ds) -> bool:
+    """data.flip: average: features (phi(x) + phi(flip x)) / sqrt 2 and their exact kernel."""
+    return ds.info.get("flip") == "average"
+
+
+def _exact_kernel(network: Network, x1, x2=None, *, average_flips: bool = False, **kwargs) -> np.ndarray:
+    """exact_kernel, or with average_flips the kernel of flip-averaged features,
+    (K(x, y) + K(x, fy) + K(fx, y) + K(fx, fy)) / 2 (three blocks for x2 None, four otherwise)."""
+    if not average_flips:
+        return exact_kernel(network, x1, x2, **kwargs)
+    return flip_averaged_kernel(lambda a, b: exact_kernel(network, a, b, **kwargs), x1, x2)
 
 
 def _output_shape(layers, input_shape) -> tuple:
@@ -242,9 +262,11 @@ class References:
         if d not in self.kernels:
             data = self.plan.data[d]
             t0 = time.perf_counter()
-            self.kernels[d] = exact_kernel(self.plan.network, data.ds.x_train[: data.reference_rows],
-                                           batch_size=self.plan.config["evaluation"]["kernel_batch_size"],
-                                           desc=f"{data.label} reference kernel")
+            evaluation = self.plan.config["evaluation"]
+            self.kernels[d] = _exact_kernel(self.plan.network, data.ds.x_train[: data.reference_rows],
+                                            average_flips=_averages_flips(data.ds),
+                                            batch_size=evaluation["kernel_batch_size"],
+                                            desc=f"{data.label} reference kernel", float64=evaluation["exact_float64"])
             self.seconds[d] = time.perf_counter() - t0
         return self.kernels[d]
 
@@ -267,8 +289,12 @@ def execute_run(plan: Plan, run: Run, references: References) -> dict:
     if spec["method"] == "exact":
         batch = spec["batch_size"] or config["evaluation"]["kernel_batch_size"]
         t0 = time.perf_counter()
-        k_train = exact_kernel(plan.network, x_train, batch_size=batch, desc="exact train kernel")
-        k_test = exact_kernel(plan.network, x_test, x_train, batch_size=batch, desc="exact test kernel")
+        flips = _averages_flips(ds)
+        float64 = config["evaluation"]["exact_float64"]
+        k_train = _exact_kernel(plan.network, x_train, average_flips=flips, batch_size=batch, desc="exact train kernel",
+                                float64=float64)
+        k_test = _exact_kernel(plan.network, x_test, x_train, average_flips=flips, batch_size=batch,
+                               desc="exact test kernel", float64=float64)
         t1 = time.perf_counter()
         references.offer(run.data, k_train)
         lam, val_score, alpha, fit_note = fitting.fit_kernel(k_train, y_train, solver, metric, config["seed"])
@@ -283,6 +309,8 @@ def execute_run(plan: Plan, run: Run, references: References) -> dict:
         return record
 
     fm = feature_method(spec, run.dim, plan.network, config["evaluation"]["kernel_batch_size"])
+    if _averages_flips(ds):  # (phi(x) + phi(flip x)) / sqrt 2: two feature passes per batch
+        fm = dataclasses.replace(fm, apply=flip_averaged(fm.apply))
     t0 = time.perf_counter()
     params = block(fm.init(jax.random.PRNGKey(config["seed"] + run.repeat), x_train))
     record["init_seconds"] = time.perf_counter() - t0
@@ -291,8 +319,8 @@ def execute_run(plan: Plan, run: Run, references: References) -> dict:
     timer = Timer()
     name = f"{spec['label']} {run.dim}"
 
-    def stream(rows, desc):
-        return feature_batches(fm, params, x_train, rows, batch, timer, desc and f"{name} {desc}")
+    def stream(rows, desc, local=False):
+        return feature_batches(fm, params, x_train, rows, batch, timer, desc and f"{name} {desc}", local=local)
 
     if solver is not None:
         t0 = time.perf_counter()
@@ -435,17 +463,19 @@ class _SigtermInterrupts:
         return False
 
 
-def execute(plan: Plan, out: pathlib.Path, progress: bool = True, command: str | None = None) -> list:
+def execute(plan: Plan, out: pathlib.Path | None, progress: bool = True, command: str | None = None) -> list:
     """Runs every planned run, writing results after each; returns the records.
 
     Ctrl-C or SIGTERM ends it with status 'interrupted' (raising KeyboardInterrupt, or its subclass
     Terminated), an error with status 'failed'; either way what finished is kept and plotted.
+    `out` None (processes other than 0 of a multi-process run) does the same work and collectives
+    but writes and shows nothing.
     """
     with _SigtermInterrupts() as sigterm:
         return _execute(plan, out, progress, command, sigterm)
 
 
-def _execute(plan: Plan, out: pathlib.Path, progress: bool, command: str | None,
+def _execute(plan: Plan, out: pathlib.Path | None, progress: bool, command: str | None,
              sigterm: _SigtermInterrupts) -> list:
     from tqdm.auto import tqdm
 
@@ -454,16 +484,21 @@ def _execute(plan: Plan, out: pathlib.Path, progress: bool, command: str | None,
     meta = {
         "name": config["name"], "status": "running", "started": _now(), "finished": None, "error": None,
         "config_file": plan.config_path, "overrides": plan.overrides, "command": command,
-        "versions": _versions(), "device": {"platform": device.platform, "kind": device.device_kind,
-                                            "count": jax.device_count()},
+        "versions": _versions(),
+        "device": {"platform": device.platform, "kind": device.device_kind, "count": jax.device_count(),
+                   "local_count": jax.local_device_count(), "process_count": distributed.process_count(),
+                   "process_index": distributed.process_index()},
         "git": _git(), "config": config,
     }
     references, records = References(plan), []
-    header = (f"# Resolved config of run {config['name']} ({meta['started']}), every default filled in.\n"
-              f"# Rerun: python -m experiments.run {out / 'config.yaml'}\n")
-    report.write_yaml(out / "config.yaml", config, header)
+    if out is not None:
+        header = (f"# Resolved config of run {config['name']} ({meta['started']}), every default filled in.\n"
+                  f"# Rerun: python -m experiments.run {out / 'config.yaml'}\n")
+        report.write_yaml(out / "config.yaml", config, header)
 
     def save():
+        if out is None:
+            return
         meta["datasets"] = [_dataset_info(data, references, d) for d, data in enumerate(plan.data)]
         report.write_json(out / "results.json", dict(meta, records=records))
         report.write_csv(out / "results.csv", records)
@@ -475,7 +510,7 @@ def _execute(plan: Plan, out: pathlib.Path, progress: bool, command: str | None,
         for run in plan.runs:
             spec = config["methods"][run.method]
             bar.set_postfix_str(f"{plan.data[run.data].label} {spec['label']} {run.dim or ''} #{run.repeat}")
-            if run.note and run.repeat == 0:
+            if run.note and run.repeat == 0 and out is not None:
                 tqdm.write(f"note: {plan.data[run.data].label} {spec['label']}: {run.note}")
             records.append(execute_run(plan, run, references))
             save()
@@ -490,7 +525,7 @@ def _execute(plan: Plan, out: pathlib.Path, progress: bool, command: str | None,
         bar.close()
         meta["finished"] = _now()
         save()
-        if config["plots"]:
+        if config["plots"] and out is not None:
             labels = [data.label for data in plan.data]
             tasks = {data.label: data.ds.task for data in plan.data}
             try:
@@ -520,31 +555,54 @@ def main(argv=None) -> int:
                         help="override a config key, value in YAML: --set data.n_train=500 --set 'methods[1].dims=[512]'")
     parser.add_argument("--check", action="store_true", help="validate the config and data, print the plan, stop")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    group = parser.add_argument_group("several processes (one per host; the same command on each, process 0 writes)")
+    group.add_argument("--coordinator", metavar="HOST:PORT",
+                       help=f"process 0's address, which it serves (default ${distributed.ENV_COORDINATOR})")
+    group.add_argument("--num-processes", type=int, metavar="P",
+                       help=f"number of processes (default ${distributed.ENV_NUM_PROCESSES}, else 1: nothing to join)")
+    group.add_argument("--process-id", type=int, metavar="I",
+                       help=f"this process's index, 0 to P-1 (default ${distributed.ENV_PROCESS_ID})")
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    try:  # before any JAX computation
+        distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    first = distributed.process_index() == 0  # the one process that prints and writes
     try:
         plan = prepare(args.config, args.overrides)
     except (ConfigError, FileNotFoundError, ValueError, TypeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(_describe(plan))
+    if first:
+        print(_describe(plan))
     if args.check:
         return 0
-    try:
-        out = make_output_dir(args.out, plan.config["name"])
-    except OutputExistsError as e:
-        print(f"error: {e}", file=sys.stderr)
+    out, error = None, None
+    if first:
+        try:
+            out = make_output_dir(args.out, plan.config["name"])
+        except OutputExistsError as e:
+            error = e
+    if not distributed.broadcast(np.int32(error is None)):  # the other processes stop with process 0
+        if error is not None:
+            print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"writing to {out}")
+    where = f"finished runs are in {out}" if first else f"process {distributed.process_index()}"
+    if first:
+        print(f"writing to {out}")
     t0 = time.perf_counter()
     try:
         records = execute(plan, out, progress=not args.quiet, command=shlex.join(["python", "-m", "experiments.run", *argv]))
     except Exception as e:
-        print(f"error: run failed ({type(e).__name__}: {e}); finished runs are in {out}", file=sys.stderr)
+        print(f"error: run failed ({type(e).__name__}: {e}); {where}", file=sys.stderr)
         raise
     except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM (Terminated)
-        print(f"\ninterrupted ({type(e).__name__}: {e}); finished runs are in {out}", file=sys.stderr)
+        print(f"\ninterrupted ({type(e).__name__}: {e}); {where}", file=sys.stderr)
         return 128 + (signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
+    if not first:
+        return 0
     print()
     print(report.format_table(records))
     print(f"\n{len(records)} runs in {time.perf_counter() - t0:.1f} s; results in {out}")

@@ -8,6 +8,7 @@ skip when no data folder is found.
 import io
 import pathlib
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from sklearn.datasets import load_diabetes, load_digits
 
 import ntkfeat
 from ntkfeat.data import DATASET_NAMES, Dataset, data_root, load_dataset
-from ntkfeat.data import cifar10, sources
+from ntkfeat.data import cifar10, flips, preprocess, sources
 
 try:
     REAL_ROOT = data_root()
@@ -531,3 +532,271 @@ def test_cifar10_real_subset():
     np.testing.assert_allclose(ds.x_train.mean(axis=(0, 1, 2)), 0, atol=1e-5)
     # Close to the README's decoded train statistics (125.27, 122.93, 113.86) / 255.
     np.testing.assert_allclose(ds.info["x_mean"] * 255, [125.27, 122.93, 113.86], atol=8)
+
+
+# --------------------------------------------------------------------------- ZCA whitening and flips
+
+
+def _correlated_images(n=300, shape=(4, 4, 3), seed=0):
+    """Images with correlated pixels and a per-image offset and scale (which normalization removes)."""
+    rng = np.random.default_rng(seed)
+    d = int(np.prod(shape))
+    mixing = rng.normal(size=(d, d)) / np.sqrt(d) + np.eye(d)
+    x = rng.normal(size=(n, d)) @ mixing * rng.uniform(0.5, 2, size=(n, 1)) + rng.normal(size=(n, 1))
+    return x.reshape((n,) + shape)
+
+
+def _reference_zca(x_train, eps):
+    """The published recipe written out directly (Lee et al. 2020 / Han et al. 2022): unit-norm
+    centred rows, second moment, SVD, relative regularization."""
+    z = x_train.reshape(len(x_train), -1).astype(np.float64)
+    z = z - z.mean(axis=1, keepdims=True)
+    z = z / np.linalg.norm(z, axis=1, keepdims=True)
+    cov = z.T @ z / len(z)
+    u, s, _ = np.linalg.svd(cov + eps * np.trace(cov) / cov.shape[0] * np.eye(cov.shape[0]))
+    return u @ np.diag(s ** -0.5) @ u.T
+
+
+def test_zca_whitened_training_second_moment_is_identity_up_to_regularization():
+    x = _correlated_images()
+    d = x[0].size
+    c = preprocess.image_second_moment(x)
+    moments = {}
+    for eps in (1e-6, 0.1):
+        white, _, zca = preprocess.zca_whiten(x, x[:3], eps)
+        assert white.shape == x.shape and white.dtype == np.float32  # NHWC in, NHWC out
+        w = white.reshape(len(x), -1).astype(np.float64)
+        moments[eps] = moment = w.T @ w / len(x)
+        s = zca.eigenvalues
+        assert s.mean() == pytest.approx(1 / d) and zca.shift == pytest.approx(eps / d)  # unit-norm rows
+        # Exactly W C W = U diag(S / (S + eps mean(S))) U^T ...
+        np.testing.assert_allclose(moment, zca.matrix @ c @ zca.matrix, atol=2e-6)
+        np.testing.assert_allclose(np.linalg.eigvalsh(moment), np.sort(s / (s + zca.shift)), atol=2e-6)
+        assert zca.output_variance == pytest.approx(np.trace(moment) / d, rel=1e-5)
+    # ... so with a tiny eps it is the identity on images with zero mean (per-image centring removes
+    # the constant direction, whose eigenvalue is 0), and eps = 0.1 shrinks it.
+    centring = np.eye(d) - np.full((d, d), 1 / d)
+    np.testing.assert_allclose(moments[1e-6], centring, atol=1e-3)
+    assert 0.5 < np.trace(moments[0.1]) / (d - 1) < 0.99
+
+
+def test_zca_matches_the_published_recipe_and_streams():
+    x = _correlated_images(n=257)
+    reference = _reference_zca(x, 0.1)
+    in_memory = preprocess.fit_zca(x, 0.1, chunk_rows=None)
+    streamed = preprocess.fit_zca(x, 0.1, chunk_rows=7)  # 36 full chunks and one of 5
+    np.testing.assert_allclose(in_memory.matrix, reference, rtol=1e-9, atol=1e-9 * np.abs(reference).max())
+    np.testing.assert_allclose(streamed.matrix, in_memory.matrix, rtol=1e-10, atol=1e-10 * np.abs(reference).max())
+    np.testing.assert_allclose(preprocess.image_second_moment(x, chunk_rows=7),
+                               preprocess.image_second_moment(x, chunk_rows=None), rtol=1e-12, atol=1e-15)
+    a = preprocess.apply_zca(in_memory, x, chunk_rows=None)
+    np.testing.assert_array_equal(preprocess.apply_zca(in_memory, x, chunk_rows=10), a)
+    z = x.reshape(len(x), -1) - x.reshape(len(x), -1).mean(1, keepdims=True)
+    direct = (z / np.linalg.norm(z, axis=1, keepdims=True)) @ reference
+    np.testing.assert_allclose(a.reshape(len(x), -1), direct, rtol=1e-5, atol=1e-5)
+    # in place (how load_dataset saves memory)
+    inplace = x.astype(np.float32)
+    preprocess.apply_zca(in_memory, inplace, out=inplace)
+    np.testing.assert_allclose(inplace, a, rtol=1e-5, atol=1e-6)
+    # Scale and offset of an image do not matter; a constant image becomes zeros.
+    np.testing.assert_allclose(preprocess.apply_zca(in_memory, 3 * x[:4] + 7), a[:4], rtol=1e-4, atol=1e-5)
+    assert not preprocess.apply_zca(in_memory, np.full((1, 4, 4, 3), 2.0)).any()
+
+
+def test_zca_fit_uses_training_images_only(tmp_path):
+    x = _correlated_images(n=200)
+    train_a, test_a, zca_a = preprocess.zca_whiten(x[:150], x[150:], 0.1)
+    train_b, test_b, zca_b = preprocess.zca_whiten(x[:150], 5 * x[150:] ** 3, 0.1)
+    np.testing.assert_array_equal(train_a, train_b)
+    np.testing.assert_array_equal(zca_a.matrix, zca_b.matrix)
+    np.testing.assert_array_equal(test_a, preprocess.apply_zca(preprocess.fit_zca(x[:150], 0.1), x[150:]))
+    assert zca_a.n_fit == 150
+
+    # Through load_dataset: changing the test images changes nothing about the training rows.
+    mask = np.zeros(len(x), bool)
+    mask[150:] = True
+    y = np.arange(len(x)) % 3
+    changed = x.copy()
+    changed[150:] = changed[150:] * 10 - 4
+    one = load_dataset("npz", path=_npz(tmp_path, "a.npz", x=x, y=y, test_mask=mask[:, None]), zca=0.1)
+    two = load_dataset("npz", path=_npz(tmp_path, "b.npz", x=changed, y=y, test_mask=mask[:, None]), zca=0.1)
+    np.testing.assert_array_equal(one.x_train, two.x_train)
+    assert not np.allclose(one.x_test, two.x_test)
+    assert one.info["zca"]["n_fit"] == 150 and one.info["zca"]["regularization"] == 0.1
+    assert any(step.startswith("ZCA whitening fitted on the 150 training images") for step in one.info["preprocessing"])
+    # ZCA follows the per-channel standardization, whose statistics are the training rows' too.
+    std = load_dataset("npz", path=tmp_path / "a.npz")
+    np.testing.assert_allclose(one.x_train, preprocess.zca_whiten(std.x_train, std.x_test, 0.1)[0], atol=1e-5)
+
+
+def test_zca_flip_symmetric_commutes_with_flips():
+    x = _correlated_images(n=120, shape=(4, 6, 2))
+    plain = preprocess.fit_zca(x, 0.1)
+    sym = preprocess.fit_zca(x, 0.1, flip_symmetric=True)
+    # The flip-symmetrized fit is the fit on the images and their mirror images.
+    augmented, _ = flips.augment_flips(x, np.zeros(len(x)))
+    np.testing.assert_allclose(sym.matrix, preprocess.fit_zca(augmented, 0.1).matrix, rtol=1e-9,
+                               atol=1e-9 * np.abs(sym.matrix).max())
+    white = preprocess.apply_zca(sym, x)
+    np.testing.assert_allclose(preprocess.apply_zca(sym, flips.flip_images(x)), flips.flip_images(white), atol=1e-5)
+    assert not np.allclose(preprocess.apply_zca(plain, flips.flip_images(x)),
+                           flips.flip_images(preprocess.apply_zca(plain, x)), atol=1e-3)
+
+
+def test_zca_errors():
+    x = _correlated_images(n=20)
+    for eps in (0, -0.1, float("nan")):
+        with pytest.raises(ValueError, match="ZCA regularization must be a finite number > 0"):
+            preprocess.fit_zca(x, eps)
+    with pytest.raises(ValueError, match="NHWC images"):
+        preprocess.fit_zca(x.reshape(20, -1), 0.1)
+    with pytest.raises(ValueError, match="all 3 training images are constant"):
+        preprocess.fit_zca(np.ones((3, 2, 2, 1)), 0.1)
+    with pytest.raises(ValueError, match=r"fitted on images of shape \(4, 4, 3\), got \(4, 4, 1\)"):
+        preprocess.apply_zca(preprocess.fit_zca(x, 0.1), np.zeros((2, 4, 4, 1)))
+    with pytest.raises(ValueError, match="zca must be None or a regularization > 0"):
+        load_dataset("digits", images=True, zca=0.0)
+    with pytest.raises(ValueError, match="zca must be None or a regularization > 0"):
+        load_dataset("digits", images=True, zca=True)
+    with pytest.raises(ValueError, match="zca=0.1 needs image data, but diabetes is tabular"):
+        load_dataset("diabetes", zca=0.1)
+
+
+def test_flip_augment_doubles_training_rows_with_mirror_images():
+    plain = load_dataset("digits", images=True, n_train=30, n_test=10, seed=3)
+    aug = load_dataset("digits", images=True, n_train=30, n_test=10, seed=3, flip="augment")
+    assert aug.x_train.shape == (60, 8, 8, 1) and aug.x_test.shape == (10, 8, 8, 1)
+    # Per-channel statistics do not change under flips, so the originals are as without flips.
+    np.testing.assert_allclose(aug.x_train[0::2], plain.x_train, atol=1e-6)
+    np.testing.assert_array_equal(aug.x_train[1::2], aug.x_train[0::2][:, :, ::-1, :])
+    assert not np.array_equal(aug.x_train[1::2], aug.x_train[0::2])
+    np.testing.assert_array_equal(aug.y_train, np.repeat(plain.y_train, 2))
+    np.testing.assert_array_equal(aug.x_test, plain.x_test)
+    np.testing.assert_array_equal(aug.y_test, plain.y_test)
+    np.testing.assert_array_equal(aug.info["train_rows"], np.repeat(plain.info["train_rows"], 2))
+    assert aug.info["train_flipped"].tolist() == [False, True] * 30 and aug.info["flip"] == "augment"
+    assert plain.info["train_flipped"] is None and plain.info["flip"] is None
+    # Flattened after flipping.
+    flat = load_dataset("digits", n_train=30, n_test=10, seed=3, flip="augment")
+    np.testing.assert_array_equal(flat.x_train, aug.x_train.reshape(60, 64))
+    # With ZCA (fitted on the images and their mirrors): the mirror rows stay mirror images.
+    white = load_dataset("digits", images=True, n_train=30, n_test=10, seed=3, flip="augment", zca=0.1)
+    np.testing.assert_allclose(white.x_train[1::2], white.x_train[0::2][:, :, ::-1, :], atol=1e-5)
+    assert white.info["zca"]["flip_symmetric"] and white.info["zca"]["n_fit"] == 30
+
+
+def test_flip_helpers_and_errors():
+    x = np.arange(2 * 3 * 4 * 2).reshape(2, 3, 4, 2)
+    f = flips.flip_images(x)
+    assert f[0, 1, 0, 1] == x[0, 1, 3, 1] and f.flags.c_contiguous
+    np.testing.assert_array_equal(flips.flip_images(f), x)
+    import jax.numpy as jnp
+
+    np.testing.assert_array_equal(np.asarray(flips.flip_images(jnp.asarray(x))), f)
+    assert np.array_equal(x.reshape(2, -1)[:, preprocess.flip_permutation(x.shape[1:])], f.reshape(2, -1))
+    with pytest.raises(ValueError, match="needs images"):
+        flips.flip_images(np.zeros((3, 4)))
+    with pytest.raises(ValueError, match="flip must be None, 'augment' or 'average', got 'mirror'"):
+        load_dataset("digits", images=True, flip="mirror")
+    with pytest.raises(ValueError, match="flip='augment' needs image data, but diabetes is tabular"):
+        load_dataset("diabetes", flip="augment")
+    with pytest.raises(ValueError, match="flip='average' flips images inside the feature map and needs them in NHWC"):
+        load_dataset("digits", flip="average")  # digits are flat by default
+    avg = load_dataset("digits", images=True, n_train=10, flip="average")
+    assert avg.x_train.shape == (10, 8, 8, 1) and avg.info["flip"] == "average"
+
+
+def _small_cnn():
+    return ntkfeat.serial(ntkfeat.Conv(8, (3, 3), padding="SAME", W_std=1.4), ntkfeat.Relu(),
+                          ntkfeat.GlobalAvgPool(), ntkfeat.Dense(1))
+
+
+def test_flip_averaged_features_are_flip_invariant():
+    import jax
+
+    init_fn, feature_fn, kernel_fn = _small_cnn()
+    x = np.random.default_rng(0).normal(size=(6, 8, 8, 3)).astype(np.float32)
+    params = init_fn(jax.random.PRNGKey(0), x.shape, ntkfeat.Sketch(dim=512))
+    apply = lambda p, xb: feature_fn(p, xb)  # noqa: E731
+    averaged = flips.flip_averaged(apply)
+    phi = np.asarray(averaged(params, x))
+    assert phi.shape == (6, 512)
+    np.testing.assert_allclose(np.asarray(averaged(params, flips.flip_images(x))), phi, rtol=1e-6, atol=1e-6)
+    assert not np.allclose(np.asarray(apply(params, flips.flip_images(x))), np.asarray(apply(params, x)), atol=1e-3)
+
+    # Their kernel is the flip-averaged exact kernel, which is K(x, y) + K(x, fy) for this
+    # flip-equivariant architecture (3 x 3 SAME convolutions pad symmetrically).
+    kernel = lambda a, b: kernel_fn(a, b, "ntk")  # noqa: E731
+    k_avg = flips.flip_averaged_kernel(kernel, x)
+    k = np.asarray(kernel(x, None), np.float64)
+    np.testing.assert_allclose(k_avg, k + np.asarray(kernel(x, flips.flip_images(x)), np.float64), rtol=1e-5)
+    np.testing.assert_allclose(flips.flip_averaged_kernel(kernel, x, x), k_avg, rtol=1e-5)
+    gram = phi.astype(np.float64) @ phi.T.astype(np.float64)
+    assert np.linalg.norm(gram - k_avg) / np.linalg.norm(k_avg) < 0.05
+
+
+# --------------------------------------------------------------------------- the config keys and the runner
+
+
+def test_config_data_zca_and_flip_keys(tmp_path, capsys):
+    import yaml
+
+    from experiments import config as cfg
+    from experiments.run import main
+
+    def config(**data):
+        raw = {"name": "t", "data": dict({"name": "digits", "images": True, "n_train": 40, "n_test": 20}, **data),
+               "architecture": [{"Conv": {"out_chan": 8, "filter_shape": [3, 3], "padding": "SAME", "W_std": 1.4}},
+                                "Relu", "GlobalAvgPool", "Dense"],
+               "methods": [{"method": "exact"}, {"method": "ntk_sketch", "dims": [256], "degree": 2}],
+               "solver": {"selection": "holdout"}, "evaluation": {"kernel_error_rows": 12}, "plots": False}
+        path = tmp_path / f"c{len(list(tmp_path.glob('c*.yaml')))}.yaml"
+        path.write_text(yaml.safe_dump(raw, sort_keys=False))
+        return path
+
+    resolved = cfg.load_config(config())
+    assert resolved["data"][0]["zca"] is None and resolved["data"][0]["flip"] is None
+    resolved = cfg.load_config(config(zca="1e-2", flip="average"))
+    assert resolved["data"][0]["zca"] == 0.01 and resolved["data"][0]["flip"] == "average"
+    for data, message in [
+        (dict(zca=0), "data.zca: expected a finite number > 0, got 0"),
+        (dict(zca="lots"), "data.zca: expected a finite number > 0, got 'lots'"),
+        (dict(flip="mirror"), "data.flip: expected one of 'augment', 'average', got 'mirror'"),
+        (dict(flip="averge"), "(did you mean 'average'?)"),
+        (dict(flip=True), "data.flip: expected one of 'augment', 'average', got True"),
+    ]:
+        with pytest.raises(cfg.ConfigError, match=re.escape(message)):
+            cfg.load_config(config(**data))
+    # Data-dependent errors name the dataset entry.
+    capsys.readouterr()
+    assert main([str(config(name="diabetes", images=None, zca=0.1)), "--check"]) == 2
+    assert "data (diabetes): zca=0.1 needs image data" in capsys.readouterr().err
+    assert main([str(config(images=False, flip="average")), "--check"]) == 2
+    assert "data (digits): flip='average' flips images inside the feature map" in capsys.readouterr().err
+
+
+def test_runner_flip_average_and_zca_end_to_end(tmp_path):
+    import json
+
+    import yaml
+
+    from experiments.run import main
+
+    raw = {"name": "flips", "data": {"name": "digits", "images": True, "n_train": 24, "n_test": 12, "zca": 0.1,
+                                     "flip": "average"},
+           "architecture": [{"Conv": {"out_chan": 8, "filter_shape": [3, 3], "padding": "SAME", "W_std": 1.4}},
+                            "Relu", "GlobalAvgPool", "Dense"],
+           "methods": [{"method": "exact"}, {"method": "ntk_sketch", "dims": [256], "degree": 2}],
+           "solver": {"selection": "holdout"}, "evaluation": {"kernel_error_rows": 12}, "plots": False}
+    path = tmp_path / "flips.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    assert main([str(path), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    result = json.loads((tmp_path / "out" / "results.json").read_text())
+    exact, sketch = result["records"]
+    assert exact["n_train"] == 24 and 0 < sketch["out_dim"] <= 256
+    for r in (exact, sketch):
+        assert 0 <= r["test_accuracy"] <= 1
+    # The reference kernel (exact's, flip-averaged) and the flip-averaged features agree.
+    assert 0 < sketch["kernel_rel_fro"] < 0.1
+    steps = result["datasets"][0]["preprocessing"]
+    assert any(s.startswith("ZCA whitening fitted on the 24 training images and their mirror") for s in steps)

@@ -13,10 +13,11 @@ arrays, on every machine. Preprocessing is described in `ntkfeat.data.preprocess
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import numpy as np
 
-from ntkfeat.data import preprocess, sources
+from ntkfeat.data import flips, preprocess, sources
 from ntkfeat.data.sources import DATASET_NAMES, SKLEARN_NAMES, UCI_NAMES, data_root
 
 __all__ = ["DATASET_NAMES", "Dataset", "data_root", "load_dataset"]
@@ -67,7 +68,7 @@ def _check_int(value, what: str, minimum: int, optional: bool) -> None:
         raise ValueError(f"{what} must be {allowed} >= {minimum}, got {value!r}")
 
 
-def _check_arguments(name, split, n_train, n_test, seed, task, images) -> str:
+def _check_arguments(name, split, n_train, n_test, seed, task, images, zca, flip) -> str:
     if not isinstance(name, str) or name.lower() not in DATASET_NAMES:
         raise ValueError(f"unknown dataset {name!r}; valid names are: {', '.join(DATASET_NAMES)}")
     _check_int(split, "split", 0, optional=False)
@@ -78,6 +79,11 @@ def _check_arguments(name, split, n_train, n_test, seed, task, images) -> str:
         raise ValueError(f"task must be None, 'regression' or 'classification', got {task!r}")
     if images not in (None, True, False):
         raise ValueError(f"images must be None, True or False, got {images!r}")
+    if zca is not None and (isinstance(zca, (bool, np.bool_)) or not isinstance(zca, (int, float, np.number))
+                            or not np.isfinite(zca) or zca <= 0):
+        raise ValueError(f"zca must be None or a regularization > 0 (e.g. 0.1), got {zca!r}")
+    if flip is not None and flip not in flips.FLIP_MODES:
+        raise ValueError(f"flip must be None, 'augment' or 'average', got {flip!r}")
     return name.lower()
 
 
@@ -97,7 +103,8 @@ def _open(name: str, root, path, split: int, seed: int, task: str | None) -> sou
 
 def load_dataset(name: str, *, root: str | None = None, path: str | None = None, split: int = 0,
                  n_train: int | None = None, n_test: int | None = None, seed: int = 0,
-                 standardize: bool = True, task: str | None = None, images: bool | None = None) -> Dataset:
+                 standardize: bool = True, task: str | None = None, images: bool | None = None,
+                 zca: float | None = None, flip: str | None = None) -> Dataset:
     """Loads, splits, subsets and standardizes a dataset.
 
     Names: 'diabetes', 'digits' (scikit-learn, no files needed); the UCI regression sets 'boston',
@@ -113,6 +120,18 @@ def load_dataset(name: str, *, root: str | None = None, path: str | None = None,
     `standardize=False`, x is returned as stored (images still scaled to [0, 1]) and y raw.
     "Training" means the returned training rows, i.e. after `n_train` subsetting.
 
+    Image options, in this order: `flip='augment'` puts the mirror image (W axis reversed) of
+    every training image right after it (rows x0, flip(x0), x1, flip(x1), ...; labels repeated;
+    test rows unchanged), so there are 2 n_train training rows; then pixels are scaled and
+    standardized per channel; then `zca=eps` whitens every image with a ZCA fitted on the training
+    images only (`preprocess.fit_zca`: each image centred on its own mean and scaled to unit norm,
+    W = U (S + eps mean(S))^(-1/2) U^T from the training second-moment matrix U S U^T, float64
+    statistics streamed in chunks). With any flip option the ZCA is fitted on the training
+    images together with their mirror images (for 'augment' that is the training set as
+    returned), so whitening commutes with flips. `flip='average'` changes no rows: it asks for
+    flip-averaged features (phi(x) + phi(flip x)) / sqrt 2, which the feature pipeline applies
+    (`ntkfeat.data.flips.flip_averaged`; `info['flip']` says so) and needs NHWC images.
+
     Args:
       name: one of DATASET_NAMES (case-insensitive).
       root: data folder; default `data_root()` ($NTKFEAT_DATA or `../shared/data`).
@@ -125,25 +144,35 @@ def load_dataset(name: str, *, root: str | None = None, path: str | None = None,
         (classification if y is integer-valued with at most 100 distinct values).
       images: True: NHWC (n, H, W, C), an error for tabular data; False: flattened to (n, H*W*C);
         None: NHWC except digits, which is flat (n, 64) by default.
+      zca: None, or the ZCA regularization eps > 0 (images only; e.g. 0.1, Han et al. 2022).
+      flip: None, 'augment' or 'average' (images only; see above).
 
     Returns:
       A Dataset. `info` holds: source, split, split_rule, original_shape, n_train_available,
       n_test_available, train_rows / test_rows (the rows of the source file, or of its train and
       test files for mnist / cifar10, in the returned order), seed, layout, standardized,
       dropped_columns, x_mean / x_std (per kept column or per channel), pixel_scale, classes
-      (original label values), preprocessing (a list of the steps applied, in words).
+      (original label values), flip (the flip option), train_flipped (bool per training row:
+      a mirror image; None without augmentation), zca (None, or a dict: regularization, shift,
+      mean_eigenvalue, output_variance, n_fit (images fitted on, mirrors not counted),
+      flip_symmetric, seconds), preprocessing (a list of the steps applied, in words).
 
     Raises:
       ValueError: unknown name, bad argument, missing npz key, shape mismatch, NaN/inf, bad or
         out-of-range indices or split, n_train / n_test larger than available.
       FileNotFoundError: missing data folder or file.
     """
-    name = _check_arguments(name, split, n_train, n_test, seed, task, images)
+    name = _check_arguments(name, split, n_train, n_test, seed, task, images, zca, flip)
     source = _open(name, root, path, split, seed, task)
     where = f"{name} (split {split})"
-    if images and not source.images:
-        raise ValueError(f"images=True needs image data, but {name} is tabular with shape "
-                         f"{source.info['original_shape']}")
+    for option, value in (("images", images), ("zca", zca), ("flip", flip)):
+        if value and not source.images:
+            raise ValueError(f"{option}={value!r} needs image data, but {name} is tabular with shape "
+                             f"{source.info['original_shape']}")
+    flat = source.images and (images is False or (images is None and source.flat_by_default))
+    if flip == "average" and flat:
+        raise ValueError(f"flip='average' flips images inside the feature map and needs them in NHWC, but "
+                         f"{name} would be flattened (images={images!r}): pass images=True")
     task = task or source.task or preprocess.infer_task(source.y_all)
     classes = None
     if task == "classification":
@@ -158,16 +187,21 @@ def load_dataset(name: str, *, root: str | None = None, path: str | None = None,
         n_test_available, n_test, seed, 2, "n_test", source.shuffle, f" in the test part of {where}")]
     info = dict(source.info, seed=seed, n_train_available=n_train_available, n_test_available=n_test_available,
                 train_rows=train_rows, test_rows=test_rows, standardized=standardize, dropped_columns=[],
-                x_mean=None, x_std=None, pixel_scale=None, classes=classes, preprocessing=[])
+                x_mean=None, x_std=None, pixel_scale=None, classes=classes, flip=flip, train_flipped=None,
+                zca=None, preprocessing=[])
     if n_train is not None or source.shuffle:
         info["preprocessing"].append(f"train rows: {len(train_rows)} of {n_train_available}, seeded random order")
     if n_test is not None or source.shuffle:
         info["preprocessing"].append(f"test rows: {len(test_rows)} of {n_test_available}, seeded random order")
 
     x_train, y_train, x_test, y_test = source.fetch(train_rows, test_rows)
+    if flip == "augment":
+        x_train, y_train = flips.augment_flips(x_train, y_train)
+        info.update(train_rows=np.repeat(train_rows, 2), train_flipped=np.tile([False, True], len(train_rows)))
+        info["preprocessing"].append(f"flip augmentation: each of the {len(train_rows)} training images followed "
+                                     f"by its mirror image ({len(x_train)} training rows; test rows unchanged)")
     if source.images:
-        flat = images is False or (images is None and source.flat_by_default)
-        x_train, x_test = _prepare_images(x_train, x_test, source.pixel_scale, standardize, flat, info)
+        x_train, x_test = _prepare_images(x_train, x_test, source.pixel_scale, standardize, flat, zca, flip, info)
     else:
         x_train, x_test = _prepare_tabular(x_train, x_test, standardize, where, info)
     y_train, y_test, y_mean, y_std = _prepare_targets(y_train, y_test, classes, standardize, info)
@@ -175,8 +209,8 @@ def load_dataset(name: str, *, root: str | None = None, path: str | None = None,
                    num_classes=None if classes is None else len(classes), y_mean=y_mean, y_std=y_std, info=info)
 
 
-def _prepare_images(x_train, x_test, pixel_scale: float, standardize: bool, flat: bool, info: dict):
-    """Scaled, standardized (and flattened) float32 images; records the steps in info."""
+def _prepare_images(x_train, x_test, pixel_scale: float, standardize: bool, flat: bool, zca, flip, info: dict):
+    """Scaled, standardized, whitened (and flattened) float32 images; records the steps in info."""
     x_train, x_test, mean, std, constant = preprocess.preprocess_images(x_train, x_test, pixel_scale, standardize)
     info.update(pixel_scale=pixel_scale, x_mean=mean, x_std=std, layout="flattened NHWC" if flat else "NHWC")
     steps = info["preprocessing"]
@@ -186,10 +220,31 @@ def _prepare_images(x_train, x_test, pixel_scale: float, standardize: bool, flat
         steps.append("per-channel standardization with training mean/std")
         if constant:
             steps.append(f"channels {constant} constant on training images: centered, not scaled")
+    if zca is not None:
+        _whiten(x_train, x_test, zca, flip, info)
     if flat:
         x_train, x_test = x_train.reshape(len(x_train), -1), x_test.reshape(len(x_test), -1)
         steps.append("images flattened to (n, H*W*C)")
     return x_train, x_test
+
+
+def _whiten(x_train, x_test, zca: float, flip, info: dict) -> None:
+    """ZCA whitening fitted on the training images, in place; records it in info."""
+    t0 = time.perf_counter()
+    # The augmented rows are the images and their mirrors, whose second moment is exactly the
+    # flip-symmetrized one of the images alone: fit on those, at half the cost.
+    fit_rows = x_train[0::2] if flip == "augment" else x_train
+    fitted = preprocess.fit_zca(fit_rows, zca, flip_symmetric=flip is not None)
+    preprocess.apply_zca(fitted, x_train, out=x_train)
+    preprocess.apply_zca(fitted, x_test, out=x_test)
+    info["zca"] = dict(regularization=fitted.regularization, shift=fitted.shift,
+                       mean_eigenvalue=float(np.mean(fitted.eigenvalues)), output_variance=fitted.output_variance,
+                       n_fit=fitted.n_fit, flip_symmetric=fitted.flip_symmetric,
+                       seconds=time.perf_counter() - t0)
+    mirrors = " and their mirror images" if flip is not None else ""
+    info["preprocessing"].append(
+        f"ZCA whitening fitted on the {len(fit_rows)} training images{mirrors}: each image centred on its own "
+        f"mean and scaled to unit norm, W = U (S + {zca:g} mean(S))^(-1/2) U^T from their second moment U S U^T")
 
 
 def _prepare_tabular(x_train, x_test, standardize: bool, where: str, info: dict):

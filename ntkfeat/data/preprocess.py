@@ -7,13 +7,18 @@ test rows, so nothing about the test set leaks into the features:
   (x - mean_train) / std_train per column;
 - images (NHWC): pixels are scaled to [0, 1] (uint8 / 255), then each channel becomes
   (x - mean_train[c]) / std_train[c], with mean and std over all training pixels of channel c;
-- regression y: (y - mean_train) / std_train, so RMSE in original units is RMSE * std_train.
+- regression y: (y - mean_train) / std_train, so RMSE in original units is RMSE * std_train;
+- optionally, ZCA whitening of images (`fit_zca`, `apply_zca`, `zca_whiten`): each image centred on
+  its own mean and scaled to unit norm, then multiplied by W = U (S + eps mean(S))^(-1/2) U^T, where
+  U S U^T is the second-moment matrix of the normalized training images.
 
 Standard deviations are population ones (ddof = 0). Statistics are accumulated in float64 and the
 results are float32.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 
@@ -225,3 +230,171 @@ def preprocess_images(x_train: np.ndarray, x_test: np.ndarray, scale: float, sta
     div = np.where(constant, 1.0, std)
     return (_affine_images(x_train, scale, mean, div), _affine_images(x_test, scale, mean, div), mean, std,
             np.flatnonzero(constant).tolist())
+
+
+# --------------------------------------------------------------------------- ZCA whitening
+# Rows per chunk of the ZCA statistics and of its application: float64 temporaries of about
+# 2048 x 3072 x 8 B = 50 MB for CIFAR-10, next to the (d, d) second-moment and whitening matrices.
+_ZCA_CHUNK_ROWS = 2048
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class Zca:
+    """A ZCA whitening fitted on training images (`fit_zca`); apply it with `apply_zca`.
+
+    Attributes:
+      matrix: float64 (d, d), symmetric: W = U (S + shift)^(-1/2) U^T, d = H * W * C.
+      regularization: eps, the shift relative to the mean eigenvalue.
+      shift: the absolute shift eps * mean(S) = eps * trace(C) / d.
+      eigenvalues: float64 (d,), the eigenvalues S of the training second-moment matrix C, ascending.
+      image_shape: (H, W, C) of the images it applies to.
+      flip_symmetric: whether C was symmetrized over horizontal flips (then W commutes with flips).
+      n_fit: number of training images it was fitted on.
+    """
+
+    matrix: np.ndarray
+    regularization: float
+    shift: float
+    eigenvalues: np.ndarray
+    image_shape: tuple
+    flip_symmetric: bool
+    n_fit: int
+
+    @property
+    def output_variance(self) -> float:
+        """Mean squared whitened pixel of the training images: mean(S / (S + shift))."""
+        return float(np.mean(self.eigenvalues / (self.eigenvalues + self.shift)))
+
+    def __repr__(self) -> str:
+        return (f"Zca(eps={self.regularization:g}, shift={self.shift:.3g}, d={len(self.eigenvalues)}, "
+                f"n_fit={self.n_fit}, flip_symmetric={self.flip_symmetric})")
+
+
+def _check_images(x: np.ndarray, what: str) -> None:
+    if x.ndim != 4:
+        raise ValueError(f"{what} must be NHWC images (n, H, W, C), got shape {x.shape}")
+
+
+def normalize_images(x: np.ndarray) -> np.ndarray:
+    """Each image flattened, centred on its own mean and scaled to unit Euclidean norm, in float64.
+
+    Args:
+      x: (n, H, W, C) images (any real dtype).
+
+    Returns:
+      float64 (n, H * W * C); an image that is constant (zero norm once centred) becomes all zeros.
+    """
+    z = x.reshape(len(x), -1).astype(np.float64)
+    z -= z.mean(axis=1, keepdims=True)
+    norms = np.linalg.norm(z, axis=1, keepdims=True)
+    return np.divide(z, norms, out=np.zeros_like(z), where=norms > 0)
+
+
+def flip_permutation(image_shape: tuple) -> np.ndarray:
+    """The index permutation p with flatten(flip(x)) = flatten(x)[p] for (H, W, C) images,
+    flip mirroring the W axis."""
+    return np.arange(int(np.prod(image_shape))).reshape(image_shape)[:, ::-1, :].ravel()
+
+
+def image_second_moment(x: np.ndarray, chunk_rows: int | None = _ZCA_CHUNK_ROWS) -> np.ndarray:
+    """C = Z^T Z / n of the normalized images Z = normalize_images(x), accumulated in float64 over
+    chunks of `chunk_rows` images (None: all at once), so memory stays O(chunk_rows d + d^2).
+
+    Returns:
+      float64 (d, d), symmetric.
+    """
+    _check_images(x, "x")
+    n, d = len(x), int(np.prod(x.shape[1:]))
+    if n == 0:
+        raise ValueError("ZCA needs at least one training image")
+    step = n if chunk_rows is None else chunk_rows
+    c = np.zeros((d, d))
+    for start in range(0, n, step):
+        z = normalize_images(x[start:start + step])
+        c += z.T @ z
+    c /= n
+    return (c + c.T) / 2  # exactly symmetric for eigh
+
+
+def fit_zca(x_train: np.ndarray, regularization: float, *, flip_symmetric: bool = False,
+            chunk_rows: int | None = _ZCA_CHUNK_ROWS) -> Zca:
+    """Fits ZCA whitening on training images only.
+
+    Convention (Shankar et al. 2020; the neural-tangents / Lee et al. 2020 and Han et al. 2022
+    code): every image is flattened, centred on its own mean and scaled to unit norm
+    (`normalize_images`); C = Z^T Z / n is the second-moment matrix of those rows (the mean image
+    is not subtracted; per-image centring already puts every image, train or test, orthogonal
+    to the constant direction); with C = U diag(S) U^T,
+        W = U diag(S + eps * mean(S))^(-1/2) U^T,    mean(S) = trace(C) / d,
+    and an image x is whitened as normalize_images(x) @ W, reshaped back to NHWC. No "rank
+    control" (the public code leaves the directions beyond the n-th eigenvalue unscaled when
+    n < d): here eps > 0 bounds the gain in every direction at (eps mean(S))^(-1/2).
+
+    Args:
+      x_train: (n, H, W, C) training images.
+      regularization: eps > 0 (0.1 in Han et al. 2022's Myrtle code). It must be positive:
+        per-image centring leaves C singular (the constant direction has eigenvalue 0).
+      flip_symmetric: fit on C_sym = (C + P C P^T) / 2, P the horizontal flip of the pixels:
+        exactly the second moment of the training set plus its mirror images, so W commutes with
+        flips and whitening a flipped image gives the flip of the whitened image.
+      chunk_rows: images per chunk of the streamed statistics (None: all at once).
+
+    Returns:
+      A Zca; statistics and the whitening matrix are float64.
+    """
+    reg = float(regularization)
+    if not np.isfinite(reg) or reg <= 0:
+        raise ValueError(f"the ZCA regularization must be a finite number > 0 (per-image centring leaves the "
+                         f"second-moment matrix singular), got {regularization!r}")
+    c = image_second_moment(x_train, chunk_rows)
+    if flip_symmetric:
+        p = flip_permutation(x_train.shape[1:])
+        c = (c + c[np.ix_(p, p)]) / 2
+    import scipy.linalg  # only needed here
+
+    s, u = scipy.linalg.eigh(c, driver="evd", check_finite=False)
+    s = np.maximum(s, 0.0)  # roundoff: C is positive semi-definite
+    shift = reg * float(np.mean(s))
+    if shift <= 0:
+        raise ValueError(f"all {len(x_train)} training images are constant: nothing to whiten")
+    w = (u / np.sqrt(s + shift)) @ u.T
+    return Zca(matrix=(w + w.T) / 2, regularization=reg, shift=shift, eigenvalues=s,
+               image_shape=tuple(x_train.shape[1:]), flip_symmetric=flip_symmetric, n_fit=len(x_train))
+
+
+def apply_zca(zca: Zca, x: np.ndarray, *, chunk_rows: int | None = _ZCA_CHUNK_ROWS,
+              out: np.ndarray | None = None) -> np.ndarray:
+    """normalize_images(x) @ W, in float64 by chunks of images, as float32 NHWC.
+
+    Args:
+      zca: from `fit_zca`.
+      x: (n, H, W, C) images of the fitted shape.
+      chunk_rows: images per chunk (None: all at once).
+      out: optional float32 array of x's shape to write into (may be x itself).
+
+    Returns:
+      float32 (n, H, W, C).
+    """
+    _check_images(x, "x")
+    if tuple(x.shape[1:]) != zca.image_shape:
+        raise ValueError(f"the ZCA was fitted on images of shape {zca.image_shape}, got {tuple(x.shape[1:])}")
+    if out is None:
+        out = np.empty(x.shape, np.float32)
+    elif out.shape != x.shape or out.dtype != np.float32:
+        raise ValueError(f"out must be float32 of shape {x.shape}, got {out.dtype} {out.shape}")
+    step = len(x) if chunk_rows is None else chunk_rows
+    for start in range(0, len(x), max(step, 1)):
+        stop = min(start + step, len(x))
+        out[start:stop] = (normalize_images(x[start:stop]) @ zca.matrix).reshape(x[start:stop].shape)
+    return out
+
+
+def zca_whiten(x_train: np.ndarray, x_test: np.ndarray, regularization: float, *, flip_symmetric: bool = False,
+               chunk_rows: int | None = _ZCA_CHUNK_ROWS):
+    """Fits ZCA on x_train only (`fit_zca`) and whitens x_train and x_test with it.
+
+    Returns:
+      (x_train, x_test, zca): float32 NHWC images and the fitted Zca.
+    """
+    zca = fit_zca(x_train, regularization, flip_symmetric=flip_symmetric, chunk_rows=chunk_rows)
+    return apply_zca(zca, x_train, chunk_rows=chunk_rows), apply_zca(zca, x_test, chunk_rows=chunk_rows), zca
