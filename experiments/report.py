@@ -131,26 +131,25 @@ def _grouped(records, dataset, x_key, y_key):
 
 
 def _panels(n: int):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A Figure on its own Agg canvas: no pyplot state, so the caller's backend (a notebook's inline
+    # one, say) is left as it is.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     cols = min(n, 3)
     rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 4.0 * rows), squeeze=False)
+    fig = Figure(figsize=(5.2 * cols, 4.0 * rows))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     return fig, axes.flat[:n]
 
 
 def _save(fig, path) -> None:
-    import matplotlib.pyplot as plt
-
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
     atomic_write(path, buf.getvalue())
 
 
