@@ -14,6 +14,11 @@ Which closed form a run uses (recorded as `solver_path`):
   lambda on the hold-out train part, then on all rows with the best one.
 - 'kernel': exact kernel ridge (`select_lambda_kernel`, `kernel_ridge_fit`).
 
+Several processes (`ntkfeat.distributed`): the 'gram' path has each process stream only its share
+of the rows and sums the statistics over processes (`_gram`); the other paths get the full
+feature batches on every process from the stream. Either way every process then runs the same
+selection and solve on the same numbers.
+
 One selection rule for the exact kernel and every feature method: solver.selection (with the same
 val_fraction, folds and seed) goes unchanged to `select_lambda_kernel`, `select_lambda` and
 `select_lambda_gram`. GCV and LOO rank lambdas by the (one-hot) regression MSE, also for classes.
@@ -31,7 +36,7 @@ from typing import Callable, NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
-from ntkfeat import solvers
+from ntkfeat import distributed, solvers
 
 IN_MEMORY_BYTES = 1 << 30  # largest (n, m) float32 training feature matrix held for the 'dual' path
 
@@ -129,8 +134,10 @@ def fit_features(stream: Callable, y: np.ndarray, m: int, solver: dict, metric: 
     """Ridge on features of the training rows.
 
     Args:
-      stream: stream(rows, desc) -> iterator of (start, phi) over the training rows `rows` (an
-        index array into the training set, or None for all rows), phi (b, m).
+      stream: stream(rows, desc, local=False) -> iterator of (start, phi) over the training rows
+        `rows` (an index array into the training set, or None for all rows), phi (b, m): on every
+        process the features of all those rows, or with `local` computed by this process alone
+        (rows being its share; see `experiments.methods.feature_batches`).
       y: (n, k) targets of the training rows.
       m: number of features.
       solver: the resolved `solver` section.
@@ -148,7 +155,7 @@ def fit_features(stream: Callable, y: np.ndarray, m: int, solver: dict, metric: 
         return Fit(lam, score, path, _linear(model.weights), note)
 
     if solver["selection"] == "gcv":  # one state of all rows; GCV needs no hold-out part
-        state = solvers.gram_from_batches((phi, y[s:s + len(phi)]) for s, phi in stream(None, "train features"))
+        state = _gram(stream, y, np.arange(n), m, "train features")
         lambdas = _lambdas(solver, float(np.trace(state.ztz)), n)
         sel = solvers.select_lambda_gram(state, None, lambdas, metric=metric, method="gcv")
         lam, score, model, note = _refit(sel, lambda lam: solvers.fit_ridge_gram(state, lam), "gcv")
@@ -161,17 +168,29 @@ def fit_features(stream: Callable, y: np.ndarray, m: int, solver: dict, metric: 
     def pairs(rows, desc):
         return ((phi, y[rows[s:s + len(phi)]]) for s, phi in stream(rows, desc))
 
-    train_state = solvers.gram_from_batches(pairs(train, "train features"))
-    if metric == "accuracy":  # scored from predictions: keep the validation features
+    train_state = _gram(stream, y, train, m, "train features")
+    if metric == "accuracy":  # scored from predictions: keep the validation features (all of them, every process)
         val_batches = list(pairs(val, "validation features"))
         val_state = solvers.gram_from_batches(val_batches)
     else:
-        val_batches, val_state = None, solvers.gram_from_batches(pairs(val, "validation features"))
+        val_batches, val_state = None, _gram(stream, y, val, m, "validation features")
     lambdas = _lambdas(solver, float(np.trace(train_state.ztz) + np.trace(val_state.ztz)), n)
     sel = solvers.select_lambda_gram(train_state, val_batches or val_state, lambdas, metric=metric)
     state = solvers.gram_merge(train_state, val_state)
     lam, score, model, note = _refit(sel, lambda lam: solvers.fit_ridge_gram(state, lam), "holdout")
     return Fit(lam, score, path, _linear(model.weights), note)
+
+
+def _gram(stream: Callable, y: np.ndarray, rows: np.ndarray, m: int, desc: str) -> solvers.GramState:
+    """Gram statistics of the training rows `rows`: each process streams its share of them
+    (`distributed.split_rows`) and the states are summed over processes, so that every process
+    holds the same totals. With one process: `gram_from_batches` over all of them."""
+    mine = rows[distributed.split_rows(len(rows))]
+    if len(mine) == 0:  # more processes than rows
+        state = solvers.gram_init(m, y.shape[1])
+    else:
+        state = solvers.gram_from_batches((phi, y[mine[s:s + len(phi)]]) for s, phi in stream(mine, desc, local=True))
+    return distributed.allreduce_sum(state)
 
 
 def _fit_iterative(stream, y, m, solver, metric, seed, train, val) -> Fit:

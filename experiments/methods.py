@@ -21,9 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import ntkfeat as nf
-from ntkfeat.batching import pad_rows
-from ntkfeat import baselines
-from ntkfeat.batching import progress
+from ntkfeat import baselines, distributed
+from ntkfeat.batching import pad_rows, progress
 
 # Rows per batch of the baselines when the config gives no batch_size: the values their own
 # feature_fn uses (random_fourier 4096, nystrom its block_size 1024), and for gradient features
@@ -139,25 +138,38 @@ class Timer:
 
 
 def feature_batches(fm: FeatureMethod, params, x: np.ndarray, rows: np.ndarray | None, batch_size: int,
-                    timer: Timer | None = None, desc: str | None = None):
+                    timer: Timer | None = None, desc: str | None = None, *, local: bool = False):
     """Yields (start, phi) for x[rows] (all rows if None) in consecutive batches.
 
     Every batch has `batch_size` rows (a short one is padded by repeating its last row and cut
     after), so the feature map compiles once per run. Each batch is waited for and its time
     added to `timer` (`Timer.add`). A progress bar (`desc`) is shown for long passes on terminals
     and in Jupyter.
+
+    Several processes (`ntkfeat.distributed`): each computes its share of every batch's rows and
+    the shares are all-gathered, so every process gets the same full batches; with `local`, this
+    process computes all of x[rows] itself (rows being its own share, chosen by the caller), in
+    batches of its share's size, so that the map compiles for one shape either way. With one
+    process both are the same.
     """
     n = len(x) if rows is None else len(rows)
+    if local:  # batches of the size of one process's share of a batch (distributed.map_split)
+        batch_size = -(-batch_size // distributed.process_count())
     starts = range(0, n, batch_size)
     if desc:
         starts = progress(starts, desc=desc, unit="batch", enabled=None if len(starts) >= _PROGRESS_BATCHES else False)
-    for start in starts:
-        stop = min(start + batch_size, n)
-        xb = pad_rows(x[start:stop] if rows is None else x[rows[start:stop]], batch_size)
+
+    def apply(xb):
         t0 = time.perf_counter()
         phi = block(fm.apply(params, xb))
         if timer is not None:  # the cut below is left out: a new length compiles a slice (~0.1 s on a CPU)
             timer.add(time.perf_counter() - t0)
+        return phi
+
+    for start in starts:
+        stop = min(start + batch_size, n)
+        xb = pad_rows(x[start:stop] if rows is None else x[rows[start:stop]], batch_size)
+        phi = apply(xb) if local else distributed.map_split(apply, xb)
         yield start, phi[: stop - start]
 
 
@@ -178,6 +190,9 @@ def exact_kernel(network: Network, x1, x2=None, batch_size: int | None = None, d
     default) the kernel is computed in blocks of rows of x1 against all of x2, each one itself in
     batch_size x batch_size blocks, with a progress bar (`desc`, terminals and Jupyter).
 
+    Several processes (`ntkfeat.distributed`): each computes its share of the rows of x1 and
+    every process gets the whole kernel.
+
     `float64`: neural-tangents computes in float64 (JAX's 64-bit mode for this call). A float32
     NTK is accurate to ~1e-7 relative per entry, so its eigenvalues below ~1e-5 of the largest are
     noise (one UCI kernel had a smallest eigenvalue of -5e-3): kernel ridge at the small lambdas
@@ -189,11 +204,15 @@ def exact_kernel(network: Network, x1, x2=None, batch_size: int | None = None, d
             stack.enter_context(jax.enable_x64(True))
             x1, x2 = np.asarray(x1, np.float64), np.asarray(x2, np.float64)
         rows = _kernel_rows(x1, batch_size)
-        if rows is None or len(x1) <= rows:
-            return np.asarray(block(network.kernel_fn(x1, x2, "ntk", batch_size=rows)), np.float64)
-        starts = range(0, len(x1), rows)
-        if desc:
-            starts = progress(starts, desc=desc, unit="block",
-                              enabled=None if len(starts) >= _PROGRESS_BATCHES else False)
-        return np.concatenate([np.asarray(block(network.kernel_fn(x1[s:s + rows], x2, "ntk", batch_size=rows)),
-                                          np.float64) for s in starts])
+
+        def kernel(part):  # rows `part` of x1 against all of x2
+            if rows is None or len(part) <= rows:
+                return np.asarray(block(network.kernel_fn(part, x2, "ntk", batch_size=rows)), np.float64)
+            starts = range(0, len(part), rows)
+            if desc:
+                starts = progress(starts, desc=desc, unit="block",
+                                  enabled=None if len(starts) >= _PROGRESS_BATCHES else False)
+            return np.concatenate([np.asarray(block(network.kernel_fn(part[s:s + rows], x2, "ntk", batch_size=rows)),
+                                              np.float64) for s in starts])
+
+        return distributed.map_split(kernel, x1)  # several processes: each computes its share of the rows

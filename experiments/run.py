@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import os
 import pathlib
 import platform
 import shlex
@@ -38,6 +39,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 
 import jax
 import numpy as np
@@ -547,6 +549,15 @@ def _describe(plan: Plan) -> str:
     return "\n".join(lines)
 
 
+def _exit_now(code: int) -> None:
+    """Ends a process of a multi-process run at once, skipping JAX's shutdown barrier: the other
+    processes, which would wait for this one in their next collective (forever, or in that
+    barrier), then fail too (at once, or after the coordination service's heartbeat timeout)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("config", help="YAML config (see configs/)")
@@ -597,10 +608,16 @@ def main(argv=None) -> int:
         records = execute(plan, out, progress=not args.quiet, command=shlex.join(["python", "-m", "experiments.run", *argv]))
     except Exception as e:
         print(f"error: run failed ({type(e).__name__}: {e}); {where}", file=sys.stderr)
+        if distributed.process_count() > 1:
+            traceback.print_exc()
+            _exit_now(1)
         raise
     except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM (Terminated)
         print(f"\ninterrupted ({type(e).__name__}: {e}); {where}", file=sys.stderr)
-        return 128 + (signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
+        code = 128 + (signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
+        if distributed.process_count() > 1:
+            _exit_now(code)
+        return code
     if not first:
         return 0
     print()

@@ -20,9 +20,9 @@ from ntkfeat._version import __version__  # noqa: E402
 from ntkfeat.layers import *  # noqa: E402,F403 (every layer, combinator and method)
 from ntkfeat.layers import __all__ as _layer_names  # noqa: E402
 from ntkfeat.network import FeatureMap, check_inputs, describe, finite_network, iterate_features  # noqa: E402
-from ntkfeat import baselines, batching, data, exact, metrics, polynomials, sketches, solvers  # noqa: E402
+from ntkfeat import baselines, batching, data, distributed, exact, metrics, polynomials, sketches, solvers  # noqa: E402
 
 __all__ = list(_layer_names) + [
     "FeatureMap", "check_inputs", "describe", "finite_network", "iterate_features",
-    "baselines", "batching", "data", "exact", "metrics", "polynomials", "sketches", "solvers",
+    "baselines", "batching", "data", "distributed", "exact", "metrics", "polynomials", "sketches", "solvers",
 ]

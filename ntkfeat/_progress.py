@@ -40,9 +40,17 @@ def _stderr_is_terminal() -> bool:
         return False
 
 
+def _secondary_process() -> bool:
+    """A process other than the first of a multi-process JAX run (`ntkfeat.distributed`)."""
+    import jax
+
+    return jax.distributed.is_initialized() and jax.process_index() > 0  # no backend started otherwise
+
+
 def enabled_by_default() -> bool:
-    """Bars are shown when stderr is a terminal or inside an IPython kernel, never in logs."""
-    return _stderr_is_terminal() or in_notebook()
+    """Bars are shown when stderr is a terminal or inside an IPython kernel, never in logs, and in a
+    multi-process run on process 0 only."""
+    return (_stderr_is_terminal() or in_notebook()) and not _secondary_process()
 
 
 def progress(iterable=None, total: int | None = None, desc: str | None = None, enabled: bool | None = None,

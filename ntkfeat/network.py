@@ -229,7 +229,7 @@ def check_inputs(x, input_shape: tuple[int, ...] | None, name: str = "x"):
 
 
 def _batch_budget() -> int:
-    stats = jax.devices()[0].memory_stats() or {}
+    stats = jax.local_devices()[0].memory_stats() or {}  # another process's devices have no stats here
     limit = stats.get("bytes_limit")
     return int(limit // 8) if limit else DEFAULT_BATCH_BYTES
 
@@ -375,6 +375,8 @@ def exact_kernel_fn(layer):
         def pad(x):
             # nt.batch takes blocks of bs rows of x2 and bs * devices rows of x1, and needs
             # gcd(n1, n2) / devices >= bs: both padded to a multiple of bs * devices.
+            if devices > 1 and not batching.is_traced(x):
+                x = np.asarray(x)  # its pmap places the blocks itself and refuses arrays sharded over a mesh
             return batching.pad_rows(x, -(-x.shape[0] // (bs * devices)) * bs * devices)
 
         if "pattern" in kwargs:
