@@ -149,6 +149,11 @@ def _as_is(value, path):
     return value
 
 
+def degree(value, path):
+    """A polynomial degree: a positive integer, or 'auto' (nf.Sketch's default: chosen from the data)."""
+    return value if value == "auto" else integer(1, "a positive integer or 'auto'")(value, path)
+
+
 def list_of(check_item, nonempty: bool = True, what: str = "a list"):
     def check(value, path):
         if not isinstance(value, list) or (nonempty and not value):
@@ -377,7 +382,7 @@ _COMMON_METHOD_FIELDS = {
 }
 METHOD_FIELDS = {
     "exact": {},
-    "ntk_sketch": {"dims": (DIMS, None), "degree": (integer(1), 8),
+    "ntk_sketch": {"dims": (DIMS, None), "degree": (degree, "auto"),
                    "mode": (choice("auto", "oneshot", "layerwise"), "auto"),
                    "fit": (choice("lstsq", "taylor"), "lstsq"), "width": (optional(integer(2)), None),
                    "renormalize": (boolean, True)},

@@ -227,6 +227,7 @@ def _npz(tmp_path, **arrays):
     ("bad_dim", "methods[1].dims[0]: expected an integer >= 2, got -5"),
     ("wrong_type", "solver.val_fraction: expected a finite number > 0 and < 1, got 'ten percent'"),
     ("wrong_bool", "methods[1].leverage: expected true or false, got 'yes please'"),
+    ("bad_degree", "methods[1].degree: expected a positive integer or 'auto', got 'high'"),
     ("unknown_method", "methods[1].method: unknown method 'ntk_skech' (did you mean 'ntk_sketch'?)"),
     ("foreign_key", "methods[1].degree: unknown key for method 'ntk_random_features' (it belongs to method ntk_sketch)"),
     ("unknown_layer", "architecture[1]: unknown layer 'Relux' (did you mean 'Relu'?)"),
@@ -248,6 +249,7 @@ def test_clear_errors_and_no_output(tmp_path, capsys, monkeypatch, case, expecte
         "wrong_type": lambda: _minimal(solver={"val_fraction": "ten percent"}),
         "wrong_bool": lambda: _minimal(methods=[{"method": "exact"},
                                                 {"method": "ntk_random_features", "dims": [8], "leverage": "yes please"}]),
+        "bad_degree": lambda: _minimal(methods=[{"method": "exact"}, {"method": "ntk_sketch", "dims": [8], "degree": "high"}]),
         "unknown_method": lambda: _minimal(methods=[{"method": "exact"}, {"method": "ntk_skech", "dims": [8]}]),
         "foreign_key": lambda: _minimal(methods=[{"method": "exact"},
                                                  {"method": "ntk_random_features", "dims": [8], "degree": 4}]),
@@ -378,3 +380,14 @@ def test_cifar10_config_smoke(tmp_path):
         assert r["task"] == "classification" and 0 <= r["test_accuracy"] <= 1 and finite_numbers(r)
     assert 0 < subset["kernel_rel_fro"] < 0.5 and 0 < full["kernel_rel_fro"] < 0.5
     assert result["datasets"][0]["reference_kernel_seconds"] == 0.0  # reused from exact's kernel
+
+
+def test_sketch_defaults_are_the_library_defaults():
+    # A config's ntk_sketch without degree/mode/... must mean nf.Sketch() with the same dim, so
+    # runner results describe the library's defaults (the runner once fixed degree 8).
+    import ntkfeat as nf
+
+    defaults = cfg.method_defaults("ntk_sketch")
+    library = nf.Sketch()
+    for key in ("degree", "mode", "fit", "width", "renormalize"):
+        assert defaults[key] == getattr(library, key), key
