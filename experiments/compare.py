@@ -18,11 +18,11 @@ Runs of the same dataset label share a panel. Needs no JAX.
 from __future__ import annotations
 
 import argparse
-import datetime
 import pathlib
 import sys
 
 from experiments import report
+from experiments.run import make_output_dir
 
 RUN_FIELDS = ("run",) + report.RECORD_FIELDS
 
@@ -65,30 +65,11 @@ def merge(runs) -> tuple:
     return plotted, table, datasets, tasks
 
 
-def output_dir(out) -> pathlib.Path:
-    """--out (refused if it holds files), else a new runs/compare-<timestamp>[-i]."""
-    if out is not None:
-        path = pathlib.Path(out)
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            raise FileExistsError(f"--out {path} already exists and is not an empty folder: choose a new folder")
-        path.mkdir(parents=True, exist_ok=True)
-        return path
-    base = pathlib.Path("runs") / f"compare-{datetime.datetime.now():%Y%m%d-%H%M%S}"
-    path, i = base, 1
-    while True:
-        try:
-            path.mkdir(parents=True)
-            return path
-        except FileExistsError:
-            i += 1
-            path = base.with_name(f"{base.name}-{i}")
-
-
 def compare(run_dirs, out=None, plots: bool = True) -> tuple:
     """Merges the runs, writes results.csv, comparison.json and the plots; returns (table text, folder)."""
     runs = load_runs(run_dirs)
     plotted, table, datasets, tasks = merge(runs)
-    folder = output_dir(out)
+    folder = make_output_dir(out, "compare")
     report.write_csv(folder / "results.csv", table, RUN_FIELDS)
     report.write_json(folder / "comparison.json", {"runs": [
         {"run": name, "path": str(path), "name": result.get("name"), "status": result.get("status"),
