@@ -191,14 +191,15 @@ def test_select_lambda_scores_equal_refitting(method, form):
 
 def test_select_lambda_finds_interior_optimum():
     """Weights w ~ N(0, tau^2 I), noise N(0, sigma^2): the posterior mean is ridge with
-    lam* = sigma^2 / tau^2 = 100, inside the default grid (trace / m ~ n = 150). With n < 2 m the
-    unregularized fit overfits and lam = 100 trace / m underfits, so the optimum is interior."""
+    lam* = sigma^2 / tau^2 = 100, inside the default grid (trace / n ~ m = 80, times 1e-8 to 1e2).
+    With n < 2 m the unregularized fit overfits and lam = 100 trace / n underfits, so the optimum
+    is interior."""
     rng = np.random.RandomState(9)
     n, m, k, sigma, tau = 150, 80, 4, 1.0, 0.1
     z = rng.randn(n, m).astype(np.float32)
     y = (z @ (tau * rng.randn(m, k)) + sigma * rng.randn(n, k)).astype(np.float32)
     sel = S.select_lambda(z, y, method="kfold", folds=5)
-    np.testing.assert_allclose(sel.lambdas, np.sum(z.astype(np.float64) ** 2) / m * np.logspace(-8, 2, 21))
+    np.testing.assert_allclose(sel.lambdas, np.sum(z.astype(np.float64) ** 2) / n * np.logspace(-8, 2, 21))
     best = int(np.argmin(sel.scores))
     assert sel.lam == sel.lambdas[best] and sel.scores[best] == sel.scores.min()
     assert 0 < best < len(sel.lambdas) - 1
@@ -248,7 +249,9 @@ def test_select_lambda_gram_streaming_equals_in_memory():
     np.testing.assert_allclose(from_batches.scores, in_memory.scores, rtol=1e-8)
     assert from_moments.lam == from_batches.lam == in_memory.lam
     default = S.select_lambda_gram(train_state, [(z[val], y[val])])
-    np.testing.assert_allclose(default.lambdas, np.trace(train_state.ztz) / 15 * np.logspace(-8, 2, 21))
+    # The grid scales with the mean eigenvalue of Z Z^T over the rows seen (validation batches
+    # without a row count add none): trace / n, as kernel ridge's trace(K) / n.
+    np.testing.assert_allclose(default.lambdas, np.trace(train_state.ztz) / train_state.n * np.logspace(-8, 2, 21))
 
 
 def test_select_lambda_gram_accuracy():
