@@ -3,6 +3,7 @@
     python -m experiments.bench_fc                      # throughput on all of protein (45,730 x 9)
     python -m experiments.bench_fc --errors             # + error vs neural-tangents, depth 1-3, dims 1024-8192
     python -m experiments.bench_fc --errors --datasets protein,kin8nm,power,naval --keys 3
+    python -m experiments.bench_fc --interleaved --rows 8000 --methods "sketch q=8,sketch,rf,rf leverage"
 
 Network: [Dense(W_std=sqrt 2), Relu] x depth, Dense(W_std=1). Throughput: each method in a fresh
 process (so that its peak memory is its own), rows per second after compilation over every row
@@ -35,6 +36,7 @@ METHODS = {
     "sketch": lambda nf, d: nf.Sketch(dim=d),  # the default: degree 'auto', one-shot
     "sketch q=2": lambda nf, d: nf.Sketch(dim=d, degree=2),
     "sketch q=8": lambda nf, d: nf.Sketch(dim=d, degree=8),
+    "sketch q=32": lambda nf, d: nf.Sketch(dim=d, degree=32),
     "sketch q=2 layerwise": lambda nf, d: nf.Sketch(dim=d, degree=2, mode="layerwise"),
     "sketch q=8 layerwise": lambda nf, d: nf.Sketch(dim=d, degree=8, mode="layerwise"),
     "rf": lambda nf, d: nf.RandomFeatures(dim=d),
@@ -100,6 +102,36 @@ def run_single(args):
     }), flush=True)
 
 
+def interleaved(args):
+    """Rows/s of every method in one process, compiled first, then `--passes` passes each in turn
+    (best kept): on a busy machine their ratios stay comparable where separate runs are not."""
+    import jax
+    import ntkfeat as nf
+
+    x = load(args.dataset)
+    x = x[: args.rows] if args.rows else x
+    init_fn, feature_fn, _ = nf.serial(*layers(nf, args.depth))
+    names = args.methods.split(",")
+    maps = {}
+    for name in names:
+        params = init_fn(jax.random.PRNGKey(0), x.shape, METHODS[name](nf, args.dim))
+        bs = nf.network.default_batch_size(params)
+        jax.block_until_ready(feature_fn(params, x[:bs], batch_size=bs))  # compile
+        maps[name] = (params, bs)
+    best = dict.fromkeys(names, float("inf"))
+    for _ in range(args.passes):
+        for name in names:
+            params, bs = maps[name]
+            t = time.perf_counter()
+            for _, phi in nf.iterate_features(params, x, batch_size=bs):
+                jax.block_until_ready(phi)
+            best[name] = min(best[name], time.perf_counter() - t)
+    print(f"\n{args.dataset}, {len(x)} rows, depth {args.depth}, dim {args.dim}, interleaved, best of {args.passes}")
+    for name in names:
+        print(f"{name:>14}  {len(x) / best[name]:9.0f} rows/s  x {names[0]}: {best[names[0]] / best[name]:.3f}")
+    return {name: len(x) / best[name] for name in names}
+
+
 def throughput(args):
     out = []
     for name in args.methods.split(","):
@@ -155,6 +187,9 @@ def main(argv=None):
     ap.add_argument("--rows", type=int, default=None, help="time only this many rows (default: all)")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--errors", action="store_true", help="also measure the error against neural-tangents")
+    ap.add_argument("--interleaved", action="store_true",
+                    help="time the methods in one process, in turns (ratios to the first method)")
+    ap.add_argument("--passes", type=int, default=3, help="passes per method with --interleaved")
     ap.add_argument("--no-throughput", action="store_true")
     ap.add_argument("--datasets", default="protein")
     ap.add_argument("--error-methods", default="sketch q=2,sketch q=8,rf,rf leverage")
@@ -166,7 +201,9 @@ def main(argv=None):
     if args.single:
         return run_single(args)
     results = {"config": vars(args)}
-    if not args.no_throughput:
+    if args.interleaved:
+        results["interleaved"] = interleaved(args)
+    elif not args.no_throughput:
         runs = throughput(args)
         results["throughput"] = runs
         rows = []
