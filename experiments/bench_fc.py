@@ -36,6 +36,7 @@ METHODS = {
     "sketch": lambda nf, d: nf.Sketch(dim=d),  # the default: degree 'auto', one-shot
     "sketch q=2": lambda nf, d: nf.Sketch(dim=d, degree=2),
     "sketch q=8": lambda nf, d: nf.Sketch(dim=d, degree=8),
+    "sketch q=16": lambda nf, d: nf.Sketch(dim=d, degree=16),
     "sketch q=32": lambda nf, d: nf.Sketch(dim=d, degree=32),
     "sketch q=2 layerwise": lambda nf, d: nf.Sketch(dim=d, degree=2, mode="layerwise"),
     "sketch q=8 layerwise": lambda nf, d: nf.Sketch(dim=d, degree=8, mode="layerwise"),

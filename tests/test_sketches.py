@@ -113,7 +113,7 @@ def test_tensor_sketch_unbiased():
     _check_mean(est, float(x @ y) ** 3)
 
 
-@pytest.mark.parametrize("degree", [1, 2, 3, 4])
+@pytest.mark.parametrize("degree", [1, 2, 3, 4, 6])
 def test_monomial_features_exact(degree):
     x, y = RNG.randn(7), RNG.randn(7)
     p = sk.monomial_features_init(7, degree, jnp.float32)
@@ -228,6 +228,55 @@ def test_offset_product_unbiased_with_blocks_and_borrowing(blocks):
 
         est.append(float(feats(x, y) @ feats(xp, yp)))
     _check_mean(est, exact)
+
+
+@pytest.mark.parametrize("n", [8, 9, 30])
+def test_real_dft_is_orthonormal(n):
+    from ntkfeat.sketches.srht import real_dft
+
+    q = np.asarray(real_dft(jnp.eye(n, dtype=jnp.float32), n), np.float64)
+    np.testing.assert_allclose(q @ q.T, np.eye(n), atol=1e-5)
+    # zero-padding keeps inner products: a width-5 input padded to 8
+    a, b = RNG.randn(5).astype(np.float32), RNG.randn(5).astype(np.float32)
+    assert float(real_dft(a, 8) @ real_dft(b, 8)) == pytest.approx(float(a @ b), rel=1e-5)
+
+
+@pytest.mark.parametrize("blocks", [(48,), (20, 28)])
+def test_offset_product_unbiased_with_a_real_transform(blocks):
+    # The last block comes with an orthonormal real DFT of itself (a RealTransform), as random
+    # features pass their projection's first rotation: uniform rows of it are unbiased.
+    from ntkfeat.sketches.product import RealTransform
+    from ntkfeat.sketches.srht import real_dft
+
+    x, xp, y, yp = _unit(48), _unit(48), _unit(16), _unit(16)
+    c = 0.6
+    exact = _product_exact(x, xp, y, yp, c)
+    n = 50  # >= the block's width; not a power of two
+    est = []
+    for key in _keys(300, 7 + len(blocks)):
+        k_s, k_p = jax.random.split(key)
+        signs = jax.random.rademacher(k_s, (blocks[-1],), jnp.float32)
+        borrowed = (None,) * (len(blocks) - 1) + (n,)
+        p, _ = sk.offset_product_init(k_p, blocks, 16, c, 64, borrowed=borrowed)
+
+        def feats(v, w):
+            last = jnp.asarray(v[-blocks[-1]:])
+            parts = tuple(jnp.asarray(v[:blocks[0]]) for _ in blocks[:-1]) + (None,)
+            src = (None,) * (len(blocks) - 1) + (RealTransform(real_dft(last * signs, n), last),)
+            return sk.offset_product(p, parts, jnp.asarray(w), src)
+
+        est.append(float(feats(x, y) @ feats(xp, yp)))
+    _check_mean(est, exact)
+
+
+def test_monomial_products_match_their_definition():
+    from ntkfeat.sketches.monomials import monomial_products
+
+    x = RNG.randn(3, 6)
+    chain = monomial_products(jnp.asarray(x), 4)
+    for j, got in enumerate(chain, start=1):
+        index = np.asarray(sk.monomial_features_init(6, j).index)
+        np.testing.assert_allclose(np.asarray(got), np.prod(x[:, index], axis=-1), rtol=1e-5)
 
 
 def test_split_proportional():

@@ -43,8 +43,10 @@ from ntkfeat.features.state import Features, Spec
 from ntkfeat.features.table import register
 from ntkfeat.layers.activations import Activation, HomogeneousDual, MehlerDual, derivative
 from ntkfeat.layers.methods import RandomFeatures
-from ntkfeat.sketches.product import OffsetProductParams, offset_product, offset_product_init
-from ntkfeat.sketches.srht import SRHTParams, fft_length, hartley, srht, srht_init
+from ntkfeat.sketches.product import OffsetProductParams, RealTransform, offset_product, offset_product_init
+from ntkfeat.sketches.srht import (
+    SRHTParams, fft_length, real_dft, real_dft_weights, srht, srht_init,
+)
 
 # Coefficients below this (relative to the activation's scale) are taken as exactly zero: the
 # block they would scale is left out (e.g. the linear part of Abs, the mean of sign).
@@ -74,24 +76,34 @@ class ActivationRFParams:
 
 class StructuredProjection(NamedTuple):
     """w_i . z for structured w (SORF, Yu et al. 2016): per block of N outputs, three sign-flipped
-    orthonormal Hartley transforms Q = H D3 H D2 H D1 of the zero-padded z (N = fft_length(d)),
+    orthonormal real DFTs Q = R D3 R D2 R D1 of the zero-padded z (N = fft_length(d); `real_dft`),
     then per output a radius: w_i = r_i sqrt(N / d) q_i. Q is orthogonal, so the directions of a
     block are orthogonal and E w w^T = E r^2 / d I, as for Gaussian w with r ~ chi(d); the three
     rotations make each direction close to uniform on the sphere. O(N log N) per block of N
-    outputs instead of O(d N): the dense product was most of the cost of wide layers."""
+    outputs instead of O(d N): the dense product was most of the cost of wide layers. The first
+    transform is orthonormal (others may borrow it); the orthonormalizing weights of the second
+    and third are folded into the third's signs and into the radii, so each stage is one FFT and
+    one pass."""
 
     first: jax.Array  # (blocks, d) signs of the first rotation
-    rest: jax.Array  # (blocks, 2, N) signs of the other two
-    radius: jax.Array  # (columns,) r_i sqrt(N / d)
+    rest: jax.Array  # (blocks, 2, N) signs of the other two (the third's times the second's weights)
+    radius: jax.Array  # (columns,) r_i sqrt(N / d), times the last stage's weights
 
 
-def structured_project(p: StructuredProjection, z: jax.Array) -> jax.Array:
-    """(..., d) -> (..., columns)."""
+def structured_first_stage(p: StructuredProjection, z: jax.Array) -> jax.Array:
+    """(..., d) -> (..., blocks, N): R D1 z, the first rotation of every block, orthonormal."""
     n = p.rest.shape[-1]
-    v = hartley(z[..., None, :] * p.first.astype(z.dtype), n)  # (..., blocks, N)
-    for stage in range(2):
-        v = hartley(v * p.rest[:, stage].astype(z.dtype), n)
-    v = v.reshape(v.shape[:-2] + (-1,))[..., : p.radius.shape[0]] * (1.0 / n) ** 1.5
+    return real_dft(z[..., None, :] * p.first.astype(z.dtype), n)
+
+
+def structured_project(p: StructuredProjection, z: jax.Array, first=None) -> jax.Array:
+    """(..., d) -> (..., columns). `first`: `structured_first_stage(p, z)` when the caller has it."""
+    n = p.rest.shape[-1]
+    ones = np.ones(n)
+    v = structured_first_stage(p, z) if first is None else first
+    for stage in range(p.rest.shape[1]):
+        v = real_dft(v * p.rest[:, stage].astype(z.dtype), n, ones)
+    v = v.reshape(v.shape[:-2] + (-1,))[..., : p.radius.shape[0]]
     return v * p.radius.astype(z.dtype)
 
 
@@ -111,6 +123,10 @@ def sphere_directions(key, dim: int, count: int, orthogonal: bool) -> jax.Array:
     return jnp.concatenate([_random.haar_orthogonal(k, dim) for k in _random.split(key, blocks)], 1)[:, :count]
 
 
+# Rotations per structured block. Two (with this library's real DFT) gave about the same mean
+# error on 100 diabetes rows at depths 2-4 but a heavier tail (one of 8 keys at 0.105 against at
+# most 0.081 at depth 4), so three stay.
+SORF_STAGES = 3
 # Above this input width the weights are structured (when the method says 'auto'): the dense
 # product costs d operations per output, the structured one ~3 log2(d) FFT passes.
 STRUCTURED_ABOVE = 128
@@ -131,10 +147,12 @@ def gaussian_weights(key, dim: int, count: int, method: RandomFeatures, dtype):
         n = fft_length(dim)
         blocks = -(-count // n)
         k1, k2 = _random.split(k_dir, 2)
+        w = real_dft_weights(n)  # each stage's orthonormalizing weights, applied by the next
         weights = StructuredProjection(
             jnp.asarray(_random.rademacher(k1, (blocks, dim)), dtype),
-            jnp.asarray(_random.rademacher(k2, (blocks, 2, n)), dtype),
-            jnp.asarray(radius * np.sqrt(n / dim), dtype),
+            jnp.asarray(np.asarray(_random.rademacher(k2, (blocks, SORF_STAGES - 1, n)))
+                        * np.stack([np.ones(n)] + [w] * (SORF_STAGES - 2)), dtype),
+            jnp.asarray(radius * np.sqrt(n / dim) * np.tile(w, blocks)[:count], dtype),
         )
         return weights, jnp.asarray(scale, dtype)
     u = sphere_directions(k_dir, dim, count, method.orthogonal)
@@ -210,18 +228,28 @@ def activation_init(layer: Activation, key, spec: Spec, ctx):
     nngp_linear = bool(a1 > _ZERO * top)
     b_top = max(b.max(), 1e-300) if has_derivative else 1.0
     t_linear = bool(has_derivative and b[1] > _ZERO * b_top)
-    lin_dim, linear = 0, None
-    if nngp_linear or t_linear:
-        lin_dim = d if d <= m_nngp // 2 else m_nngp // 2
-        linear = None if lin_dim == d else srht_init(k_lin, d, lin_dim, ctx.dtype)
+    lin_dim = d if d <= m_nngp // 2 else m_nngp // 2
+    lin_dim = lin_dim if nngp_linear or t_linear else 0
     m1 = max(m_nngp - (lin_dim if nngp_linear else 0) - int(nngp_constant), 1)
     columns = max(m1, m_t) if has_derivative else m1
     weights, scale = gaussian_weights(k_w, d, columns, method, ctx.dtype)
+    # A structured projection of one block starts with an orthonormal transform of z; the
+    # product's z block takes its rows from it (no transform of its own). (The SRHT of u could
+    # too, but rows of that same transform in two places raised the error of deep stacks:
+    # NOTES.md, random features at 3,800-4,500 rows/s.)
+    shared = weights.rest.shape[-1] if isinstance(weights, StructuredProjection) and weights.first.shape[0] == 1 else 0
+    linear = srht_init(k_lin, d, lin_dim, ctx.dtype) if 0 < lin_dim < d else None
     product, ntk_width = None, 0
     if has_derivative:
         constant = 1.0 if b[0] > _ZERO * b_top else 0.0  # a placeholder: the real one is per row
         t_dim = (lin_dim if t_linear else 0) + columns
-        product, ntk_width = offset_product_init(k_prod, spec.ntk_dim, t_dim, constant, m_ntk, ctx.dtype)
+        blocks, mass, borrowed = spec.ntk_dim, None, None
+        if shared and spec.ntk_ends_with_nngp:  # ntk = [other, z]
+            other = spec.ntk_dim - d
+            blocks, borrowed = ((other, d), (None, shared)) if other else ((d,), (shared,))
+            mass = (max(spec.ntk_scale - spec.nngp_scale, 0.0), spec.nngp_scale) if other else None
+        product, ntk_width = offset_product_init(k_prod, blocks, t_dim, constant, m_ntk, ctx.dtype,
+                                                 weights=mass, borrowed=borrowed)
     params = ActivationRFParams(linear, weights, scale, product, m1, nngp_constant, nngp_linear, t_linear)
     out = spec._replace(
         nngp_dim=int(nngp_constant) + (lin_dim if nngp_linear else 0) + m1, ntk_dim=ntk_width, rho_min=-1.0,
@@ -235,11 +263,14 @@ def activation_apply(layer: Activation, params: ActivationRFParams, spec: Spec, 
     z = f.nngp
     q = jnp.sum(z * z, axis=-1)  # the variance of w.z, the one the sampled features see
     inv_root = jnp.where(q > 0, jax.lax.rsqrt(jnp.where(q > 0, q, 1.0)), 0.0)
+    weights, first = params.weights, None
+    if isinstance(weights, StructuredProjection) and weights.first.shape[0] == 1:
+        first = structured_first_stage(weights, z)  # (..., 1, N), orthonormal
     lin = None
     if params.nngp_linear or params.t_linear:
         u = z * inv_root[..., None]
         lin = u if params.linear is None else srht(params.linear, u)
-    a = project(params.weights, z)  # (..., columns): the one projection
+    a = structured_project(weights, z, first) if first is not None else project(weights, z)  # the one projection
     m1, columns = params.nngp_columns, params.scale.shape[0]
     a1 = a[..., :m1]
     c0, c1 = _coefficients(layer, q, derivative=False)
@@ -258,7 +289,13 @@ def activation_apply(layer: Activation, params: ActivationRFParams, spec: Spec, 
     t_parts = [b1[..., None] * lin] if params.t_linear else []
     t_parts.append(d_residual * params.scale.astype(z.dtype))
     t = jnp.concatenate(t_parts, axis=-1) if len(t_parts) > 1 else t_parts[0]
-    ntk = offset_product(params.product, f.ntk, t, constant=b0)
+    if len(params.product.widths) == 1 and params.product.signs[0] is not None:
+        ntk = offset_product(params.product, f.ntk, t, constant=b0)
+    else:  # the NTK features end with z, whose transform the projection took
+        borrowed = RealTransform(first[..., 0, :], z)
+        other = f.ntk.shape[-1] - z.shape[-1]
+        x, src = ((f.ntk[..., :other], None), (None, borrowed)) if other else ((None,), (borrowed,))
+        ntk = offset_product(params.product, x, t, src, constant=b0)
     return Features(nngp, ntk, diag)
 
 

@@ -29,7 +29,7 @@ import numpy as np
 from ntkfeat import _random
 from ntkfeat._norms import rescale_blocks
 from ntkfeat._pytree import pytree_dataclass
-from ntkfeat.sketches.monomials import monomial_features, monomial_features_init, num_monomials
+from ntkfeat.sketches.monomials import monomial_features, monomial_features_init, monomial_products, num_monomials
 from ntkfeat.sketches.poly_sketch import PolySketchParams, num_levels, poly_sketch, poly_sketch_init
 from ntkfeat.sketches.srht import (
     HartleyRows, SRHTParams, shared_rows_init, shared_srht, split_proportional, srht, srht_init,
@@ -239,13 +239,15 @@ def dot_product_features(params: DotProductFeatureParams, x: jax.Array, *, heads
     if x.shape[-1] != params.in_dim:
         raise ValueError(f"dot_product_features: last axis {x.shape[-1]} != {params.in_dim}")
     exact = {}
+    top = max((j for j in params.exact_degrees if j >= 2), default=0)
+    products = monomial_products(x, top) if top else []  # every exact degree from one chain
     for j in params.exact_degrees:
         if j == 0:
             exact[j] = jnp.ones(x.shape[:-1] + (1,), x.dtype)
         elif j == 1:
             exact[j] = x
         else:
-            exact[j] = monomial_features(params.monomials[str(j)], x)
+            exact[j] = monomial_features(params.monomials[str(j)], x, products[j - 1])
     sketched = {}
     if isinstance(params.degree_one, SRHTParams):
         sketched[1] = srht(params.degree_one, x)

@@ -39,9 +39,29 @@ def monomial_features_init(in_dim: int, degree: int, dtype=jnp.float32) -> Monom
     return MonomialParams(jnp.asarray(combos), jnp.asarray(weight, dtype))
 
 
-def monomial_features(params: MonomialParams, x: jax.Array) -> jax.Array:
-    """(..., d) -> (..., M) with <f(x), f(y)> = <x, y>^j exactly."""
-    out = params.weight
-    for col in range(params.index.shape[1]):
-        out = out * x[..., params.index[:, col]]
+def monomial_products(x: jax.Array, degree: int) -> list[jax.Array]:
+    """The unweighted monomials x^alpha of degrees 1..degree, each in the order of
+    `monomial_features_init` (lexicographic in the sorted variable indices).
+
+    No gathers: in that order, the degree-j monomials whose first variable is i are x_i times the
+    degree-(j-1) monomials whose variables are all >= i, a contiguous tail of the previous
+    degree's list. So each degree costs one pass that writes it.
+    """
+    d = x.shape[-1]
+    out = [x]
+    for j in range(2, degree + 1):
+        prev = out[-1]
+        # starts[i]: where the degree-(j-1) monomials with first variable >= i begin.
+        counts = [num_monomials(d - i, j - 2) if j > 2 else 1 for i in range(d)]
+        starts = np.concatenate([[0], np.cumsum(counts)])
+        out.append(jnp.concatenate([x[..., i : i + 1] * prev[..., int(starts[i]) :] for i in range(d)], axis=-1))
     return out
+
+
+def monomial_features(params: MonomialParams, x: jax.Array, products=None) -> jax.Array:
+    """(..., d) -> (..., M) with <f(x), f(y)> = <x, y>^j exactly. `products`: this degree's
+    unweighted monomials when the caller has them (`monomial_products`)."""
+    degree = params.index.shape[1]
+    if products is None:
+        products = monomial_products(x, degree)[-1]
+    return params.weight.astype(x.dtype) * products

@@ -19,12 +19,25 @@ averaged over a uniform row p, H(D x)_p H(D x')_p / N = <x, x'> whatever D and y
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 
 from ntkfeat import _random
 from ntkfeat._pytree import pytree_dataclass
-from ntkfeat.sketches.srht import fft_length, hartley_gather, hartley_rows, split_proportional, stratified_indices
+from ntkfeat.sketches.srht import (
+    HartleyRows, fft_length, hartley_gather, hartley_rows, split_proportional, stratified_indices,
+)
+
+
+class RealTransform(NamedTuple):
+    """A borrowed block given with its transform: x (..., width) and values (..., N), an
+    orthonormal transform of x zero-padded to N (e.g. `real_dft` of sign-flipped x) that the
+    caller computes anyway. Uniform rows of any orthogonal transform give unbiased sketches."""
+
+    values: jax.Array
+    x: jax.Array
 
 
 @pytree_dataclass(meta=("constant", "exact_linear", "widths", "fft_lens", "y_fft_len"))
@@ -59,7 +72,8 @@ def offset_product_init(
       x_dim: the width of x, or a tuple of block widths.
       weights: per block, its expected squared norm (sets the split of rows between blocks).
       borrowed: per block, None or the `SRHTParams` whose transform (signs and length) the block
-        reuses; the same transform must be passed to `offset_product`.
+        reuses; the same transform must be passed to `offset_product`. Or an int N: the caller
+        passes a real orthonormal transform of the block (length N; a `RealTransform`).
 
     Returns:
       (params, actual output width).
@@ -72,10 +86,22 @@ def offset_product_init(
     if len(borrowed) != len(widths) or len(weights) != len(widths):
         raise ValueError("borrowed and weights need one entry per block")
     for b, (w, src) in enumerate(zip(widths, borrowed)):
-        if src is not None and src.in_dim != w:
+        if isinstance(src, int):
+            if src < w:
+                raise ValueError(f"block {b} has width {w} but borrows a transform of length {src}")
+        elif src is not None and src.in_dim != w:
             raise ValueError(f"block {b} has width {w} but borrows a transform of width {src.in_dim}")
     keys = _random.split(key, 3 * len(widths) + 1)
-    lens = tuple(fft_length(w) if src is None else src.fft_len for w, src in zip(widths, borrowed))
+    lens = tuple(
+        fft_length(w) if src is None else src if isinstance(src, int) else src.fft_len
+        for w, src in zip(widths, borrowed)
+    )
+    real = tuple(isinstance(src, int) for src in borrowed)
+
+    def rows_of(p, b):  # rows of a real transform are plain indices; of a spectrum, Hartley rows
+        if real[b]:
+            return HartleyRows(jnp.asarray(p, jnp.int32), jnp.zeros(jnp.shape(p), dtype))
+        return hartley_rows(p, lens[b], dtype)
     signs = tuple(
         None if src is not None else jnp.asarray(_random.rademacher(keys[3 * b], (w,)), dtype)
         for b, (w, src) in enumerate(zip(widths, borrowed))
@@ -90,9 +116,7 @@ def offset_product_init(
     linear = (None,) * len(widths)
     if not exact and lin_dim > 0:
         ks = split_proportional(lin_dim, weights)
-        linear = tuple(
-            hartley_rows(stratified_indices(keys[3 * b + 1], n, k), n, dtype) for b, (n, k) in enumerate(zip(lens, ks))
-        )
+        linear = tuple(rows_of(stratified_indices(keys[3 * b + 1], n, k), b) for b, (n, k) in enumerate(zip(lens, ks)))
     left = right = (None,) * len(widths)
     y_signs, y_len, ten_width = None, 0, 0
     if y_dim:
@@ -103,7 +127,7 @@ def offset_product_init(
             raise ValueError(f"out_dim={out_dim} leaves no room for the product block")
         ms = split_proportional(ten_width, weights, caps=caps)
         pairs = [stratified_indices(keys[3 * b + 2], n * y_len, m) for b, (n, m) in enumerate(zip(lens, ms))]
-        left = tuple(hartley_rows(p // y_len, n, dtype) for p, n in zip(pairs, lens))
+        left = tuple(rows_of(p // y_len, b) for b, p in enumerate(pairs))
         right = tuple(hartley_rows(p % y_len, y_len, dtype) for p in pairs)
         y_signs = jnp.asarray(_random.rademacher(keys[-1], (y_dim,)), dtype)
     params = OffsetProductParams(signs, linear, left, right, y_signs, float(constant), exact, widths, lens, y_len)
@@ -118,7 +142,8 @@ def offset_product(params: OffsetProductParams, x, y: jax.Array | None, borrowed
       y: the right factor (None when the params have no y).
       borrowed: per block, None or (transform, u, scale): the block is scale[..., None] * u and
         its transform is `transform` (SRHTParams) applied to u, computed once with the other
-        user of that transform when both see the same u.
+        user of that transform when both see the same u; or a `RealTransform` (the block and an
+        orthonormal transform of it that the caller has computed anyway).
       constant: c per row (an array of x's leading shape), replacing the params' constant
         (which then only says whether there is a c block: it must be nonzero).
     """
@@ -126,9 +151,13 @@ def offset_product(params: OffsetProductParams, x, y: jax.Array | None, borrowed
     borrowed = (None,) * len(blocks) if borrowed is None else tuple(borrowed)
     if len(blocks) != len(params.widths):
         raise ValueError(f"offset_product: {len(blocks)} blocks given, params have {len(params.widths)}")
-    values, sources = [], []
+    values, sources, spectra = [], [], {}
     for b, (xb, src) in enumerate(zip(blocks, borrowed)):
-        if src is None:
+        if isinstance(src, RealTransform):
+            xb = src.x
+            spectra[b] = src.values
+            sources.append((xb, None, params.fft_lens[b], None))
+        elif src is None:
             if xb is None or xb.shape[-1] != params.widths[b]:
                 raise ValueError(f"offset_product: block {b} must have width {params.widths[b]}")
             sources.append((xb, params.signs[b], params.fft_lens[b], None))
@@ -137,13 +166,16 @@ def offset_product(params: OffsetProductParams, x, y: jax.Array | None, borrowed
             xb = u * scale[..., None]
             sources.append((u, transform.signs, transform.fft_len, scale))
         values.append(xb)
-    spectra = {}
 
     def gathered(b, rows):
         if b not in spectra:  # one FFT per block, shared by its linear and product rows
             arg, signs, n, _ = sources[b]
             spectra[b] = jnp.fft.rfft(arg * signs.astype(arg.dtype), n=n, axis=-1)
-        out = hartley_gather(spectra[b], rows) * (1.0 / rows.index.shape[0]) ** 0.5
+        spectrum = spectra[b]
+        if isinstance(borrowed[b], RealTransform):  # orthonormal: scaled as a Hartley transform is
+            out = spectrum[..., rows.index] * (params.fft_lens[b] / rows.index.shape[0]) ** 0.5
+        else:
+            out = hartley_gather(spectrum, rows) * (1.0 / rows.index.shape[0]) ** 0.5
         scale = sources[b][3]
         return out if scale is None else out * scale[..., None]
 
@@ -160,4 +192,4 @@ def offset_product(params: OffsetProductParams, x, y: jax.Array | None, borrowed
     return jnp.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0]
 
 
-__all__ = ["OffsetProductParams", "offset_product", "offset_product_init"]
+__all__ = ["OffsetProductParams", "RealTransform", "offset_product", "offset_product_init"]

@@ -105,9 +105,32 @@ def hartley(x: jax.Array, n: int) -> jax.Array:
     return jnp.concatenate([low, high], axis=-1)
 
 
+def real_dft_weights(n: int) -> np.ndarray:
+    """(n,) the scale of each output of `real_dft` that makes it orthonormal: 1 / sqrt(n) for the
+    real parts at frequency 0 (and n / 2 when n is even), sqrt(2 / n) elsewhere."""
+    w = np.full(n, np.sqrt(2.0 / n))
+    w[0] = np.sqrt(1.0 / n)
+    if n % 2 == 0:
+        w[n // 2] = np.sqrt(1.0 / n)
+    return w
+
+
+def real_dft(x: jax.Array, n: int, weights=None) -> jax.Array:
+    """An orthogonal map of x zero-padded to n, along the last axis: the real DFT basis
+    [Re r_0 .. Re r_(n/2), Im r_1 .. Im r_((n-1)/2)] of r = rfft(x), each output times `weights`
+    (default `real_dft_weights(n)`, which makes the map orthonormal; callers fold other
+    per-coordinate factors into them). Like the Hartley transform, but without its reversal and
+    sums: about 1.2x one rfft on a CPU instead of 2.4x."""
+    r = jnp.fft.rfft(x, n=n, axis=-1)
+    w = real_dft_weights(n) if weights is None else weights
+    return jnp.concatenate([r.real, r.imag[..., 1 : (n + 1) // 2]], axis=-1) * jnp.asarray(w, x.dtype)
+
+
 def hartley_gather(r: jax.Array, rows: HartleyRows) -> jax.Array:
-    """Hartley coefficients at `rows` from r = rfft(x) (see `HartleyRows`)."""
-    return r.real[..., rows.index] + rows.imag_sign.astype(r.real.dtype) * r.imag[..., rows.index]
+    """Hartley coefficients at `rows` from r = rfft(x) (see `HartleyRows`). One complex gather:
+    on a CPU it costs about half of gathering the real and imaginary parts apart."""
+    g = r[..., rows.index]
+    return g.real + rows.imag_sign.astype(g.real.dtype) * g.imag
 
 
 def hartley_at(x: jax.Array, rows: HartleyRows, fft_len: int) -> jax.Array:
