@@ -150,8 +150,8 @@ def gaussian_weights(key, dim: int, count: int, method: RandomFeatures, dtype):
         w = real_dft_weights(n)  # each stage's orthonormalizing weights, applied by the next
         weights = StructuredProjection(
             jnp.asarray(_random.rademacher(k1, (blocks, dim)), dtype),
-            jnp.asarray(np.asarray(_random.rademacher(k2, (blocks, SORF_STAGES - 1, n)))
-                        * np.stack([np.ones(n)] + [w] * (SORF_STAGES - 2)), dtype),
+            jnp.asarray(_random.rademacher(k2, (blocks, SORF_STAGES - 1, n)), dtype)
+            * jnp.asarray(np.stack([np.ones(n)] + [w] * (SORF_STAGES - 2)), dtype),
             jnp.asarray(radius * np.sqrt(n / dim) * np.tile(w, blocks)[:count], dtype),
         )
         return weights, jnp.asarray(scale, dtype)

@@ -116,7 +116,9 @@ def offset_product_init(
     linear = (None,) * len(widths)
     if not exact and lin_dim > 0:
         ks = split_proportional(lin_dim, weights)
-        linear = tuple(rows_of(stratified_indices(keys[3 * b + 1], n, k), b) for b, (n, k) in enumerate(zip(lens, ks)))
+        linear = tuple(
+            _sorted(rows_of(stratified_indices(keys[3 * b + 1], n, k), b)) for b, (n, k) in enumerate(zip(lens, ks))
+        )
     left = right = (None,) * len(widths)
     y_signs, y_len, ten_width = None, 0, 0
     if y_dim:
@@ -129,9 +131,20 @@ def offset_product_init(
         pairs = [stratified_indices(keys[3 * b + 2], n * y_len, m) for b, (n, m) in enumerate(zip(lens, ms))]
         left = tuple(rows_of(p // y_len, b) for b, p in enumerate(pairs))
         right = tuple(hartley_rows(p % y_len, y_len, dtype) for p in pairs)
+        orders = [jnp.argsort(rows.index, stable=True) for rows in left]
+        left = tuple(_sorted(rows, o) for rows, o in zip(left, orders))
+        right = tuple(_sorted(rows, o) for rows, o in zip(right, orders))
         y_signs = jnp.asarray(_random.rademacher(keys[-1], (y_dim,)), dtype)
     params = OffsetProductParams(signs, linear, left, right, y_signs, float(constant), exact, widths, lens, y_len)
     return params, lin_width + ten_width
+
+
+def _sorted(rows: HartleyRows, order=None) -> HartleyRows:
+    """Rows in increasing order of the transform position they read (or in `order`). The
+    product's features are used whole, so their order is free; gathers in memory order ran 2-3x
+    faster on a CPU than in random order."""
+    order = jnp.argsort(rows.index, stable=True) if order is None else order
+    return HartleyRows(rows.index[order], rows.imag_sign[order])
 
 
 def offset_product(params: OffsetProductParams, x, y: jax.Array | None, borrowed=None, constant=None) -> jax.Array:
@@ -173,7 +186,8 @@ def offset_product(params: OffsetProductParams, x, y: jax.Array | None, borrowed
             spectra[b] = jnp.fft.rfft(arg * signs.astype(arg.dtype), n=n, axis=-1)
         spectrum = spectra[b]
         if isinstance(borrowed[b], RealTransform):  # orthonormal: scaled as a Hartley transform is
-            out = spectrum[..., rows.index] * (params.fft_lens[b] / rows.index.shape[0]) ** 0.5
+            picked = spectrum.at[..., rows.index].get(mode="promise_in_bounds")
+            out = picked * (params.fft_lens[b] / rows.index.shape[0]) ** 0.5
         else:
             out = hartley_gather(spectrum, rows) * (1.0 / rows.index.shape[0]) ** 0.5
         scale = sources[b][3]
