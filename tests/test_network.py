@@ -93,6 +93,26 @@ def test_layerwise_sketch_fit_and_sketch_error(tabular, depth):
     assert rel_fro(phi @ phi.T, kp) < 0.08
 
 
+@pytest.mark.parametrize("dim", [300, 243])  # even and odd FFT lengths (no padding)
+def test_structured_projection_is_an_orthogonal_rotation_times_radii(dim):
+    # Within a block of N = dim outputs the directions are orthonormal rows of one rotation, so
+    # the projected identity's columns are orthogonal with squared norms r_i^2 N / d.
+    from ntkfeat.features.random_features import StructuredProjection, gaussian_weights, project
+
+    with jax.enable_x64(True):
+        w, _ = gaussian_weights(jax.random.PRNGKey(0), dim, 2 * dim, nf.RandomFeatures(projection="structured"),
+                                jnp.float64)
+        assert isinstance(w, StructuredProjection)
+        m = np.asarray(project(w, jnp.eye(dim, dtype=jnp.float64)))  # (dim, 2 dim): column i is w_i
+    for block in (m[:, :dim], m[:, dim:]):
+        gram = block.T @ block
+        off = gram - np.diag(np.diag(gram))
+        assert np.abs(off).max() < 1e-10 * np.abs(gram).max()
+    # radii: |w|^2 ~ chi-square(d), mean d, var 2d: 2d draws give a mean within 5 s.e.
+    norms = np.sum(m**2, axis=0)
+    assert abs(norms.mean() - dim) < 5 * np.sqrt(2 * dim / (2 * dim))
+
+
 @pytest.mark.parametrize("leverage", [False, True])
 @pytest.mark.parametrize("depth", [1, 2, 3, 4])
 def test_random_features_vs_neural_tangents(tabular, depth, leverage):

@@ -242,11 +242,10 @@ def test_real_dft_is_orthonormal(n):
 
 
 @pytest.mark.parametrize("blocks", [(48,), (20, 28)])
-def test_offset_product_unbiased_with_a_real_transform(blocks):
-    # The last block comes with an orthonormal real DFT of itself (a RealTransform), as random
-    # features pass their projection's first rotation: uniform rows of it are unbiased.
-    from ntkfeat.sketches.product import RealTransform
-    from ntkfeat.sketches.srht import real_dft
+def test_offset_product_unbiased_with_a_borrowed_spectrum(blocks):
+    # The last block comes with its spectrum rfft(D x) (a Spectrum), as random features pass
+    # their projection's first rotation: its Hartley rows are unbiased.
+    from ntkfeat.sketches.product import Spectrum
 
     x, xp, y, yp = _unit(48), _unit(48), _unit(16), _unit(16)
     c = 0.6
@@ -262,7 +261,7 @@ def test_offset_product_unbiased_with_a_real_transform(blocks):
         def feats(v, w):
             last = jnp.asarray(v[-blocks[-1]:])
             parts = tuple(jnp.asarray(v[:blocks[0]]) for _ in blocks[:-1]) + (None,)
-            src = (None,) * (len(blocks) - 1) + (RealTransform(real_dft(last * signs, n), last),)
+            src = (None,) * (len(blocks) - 1) + (Spectrum(jnp.fft.rfft(last * signs, n=n), last),)
             return sk.offset_product(p, parts, jnp.asarray(w), src)
 
         est.append(float(feats(x, y) @ feats(xp, yp)))

@@ -43,7 +43,7 @@ from ntkfeat.features.state import Features, Spec
 from ntkfeat.features.table import register
 from ntkfeat.layers.activations import Activation, HomogeneousDual, MehlerDual, derivative
 from ntkfeat.layers.methods import RandomFeatures
-from ntkfeat.sketches.product import OffsetProductParams, RealTransform, offset_product, offset_product_init
+from ntkfeat.sketches.product import OffsetProductParams, Spectrum, offset_product, offset_product_init
 from ntkfeat.sketches.srht import (
     SRHTParams, fft_length, real_dft, real_dft_weights, srht, srht_init,
 )
@@ -76,35 +76,59 @@ class ActivationRFParams:
 
 class StructuredProjection(NamedTuple):
     """w_i . z for structured w (SORF, Yu et al. 2016): per block of N outputs, three sign-flipped
-    orthonormal real DFTs Q = R D3 R D2 R D1 of the zero-padded z (N = fft_length(d); `real_dft`),
-    then per output a radius: w_i = r_i sqrt(N / d) q_i. Q is orthogonal, so the directions of a
-    block are orthogonal and E w w^T = E r^2 / d I, as for Gaussian w with r ~ chi(d); the three
-    rotations make each direction close to uniform on the sphere. O(N log N) per block of N
-    outputs instead of O(d N): the dense product was most of the cost of wide layers. The first
-    transform is orthonormal (others may borrow it); the orthonormalizing weights of the second
-    and third are folded into the third's signs and into the radii, so each stage is one FFT and
-    one pass."""
+    orthogonal rotations Q = R3 D3 R2 D2 R1 D1 of the zero-padded z (N = fft_length(d)), then per
+    output a radius: w_i = r_i sqrt(N / d) q_i. Q is orthogonal, so the directions of a block are
+    orthogonal and E w w^T = E r^2 / d I, as for Gaussian w with r ~ chi(d); the three rotations
+    make each direction close to uniform on the sphere. O(N log N) per block of N outputs instead
+    of O(d N): the dense product was most of the cost of wide layers.
 
-    first: jax.Array  # (blocks, d) signs of the first rotation
-    rest: jax.Array  # (blocks, 2, N) signs of the other two (the third's times the second's weights)
-    radius: jax.Array  # (columns,) r_i sqrt(N / d), times the last stage's weights
+    R1 is the real DFT of D1 z: its spectrum rfft(D1 z) is kept (the NTK product borrows its
+    Hartley rows). For even N, the spectrum's N real numbers are packed into N / 2 complex ones
+    (the Nyquist term in the imaginary slot of the zero frequency), and R2, R3 are complex FFTs
+    of length N / 2, with D2, D3 flipping real and imaginary parts apart: each an orthogonal map
+    of R^N, one FFT and one pass, 0.7x the real-DFT stages of odd N. The normalizing factors are
+    folded into the signs and the radii."""
+
+    first: jax.Array  # (blocks, d) signs D1
+    rest: jax.Array  # (blocks, 2, N) D2 and D3, times the normalizing factors
+    radius: jax.Array  # (columns,) r_i sqrt(N / d), times the last normalizing factor
 
 
 def structured_first_stage(p: StructuredProjection, z: jax.Array) -> jax.Array:
-    """(..., d) -> (..., blocks, N): R D1 z, the first rotation of every block, orthonormal."""
+    """(..., d) -> (..., blocks, N // 2 + 1): rfft(D1 z) at length N, per block."""
     n = p.rest.shape[-1]
-    return real_dft(z[..., None, :] * p.first.astype(z.dtype), n)
+    return jnp.fft.rfft(z[..., None, :] * p.first.astype(z.dtype), n=n, axis=-1)
 
 
 def structured_project(p: StructuredProjection, z: jax.Array, first=None) -> jax.Array:
     """(..., d) -> (..., columns). `first`: `structured_first_stage(p, z)` when the caller has it."""
     n = p.rest.shape[-1]
-    ones = np.ones(n)
-    v = structured_first_stage(p, z) if first is None else first
-    for stage in range(p.rest.shape[1]):
-        v = real_dft(v * p.rest[:, stage].astype(z.dtype), n, ones)
+    r = structured_first_stage(p, z) if first is None else first
+    if n % 2 == 0:
+        h = n // 2
+        c = r[..., :h].at[..., 0].set(jax.lax.complex(r[..., 0].real, r[..., h].real))
+        for stage in range(p.rest.shape[1]):
+            signs = p.rest[:, stage].astype(z.dtype)
+            c = jnp.fft.fft(jax.lax.complex(c.real * signs[:, :h], c.imag * signs[:, h:]), axis=-1)
+        v = jnp.concatenate([c.real, c.imag], axis=-1)
+    else:
+        v = jnp.concatenate([r.real, r.imag[..., 1 : (n + 1) // 2]], axis=-1)  # unnormalized real DFT
+        for stage in range(p.rest.shape[1]):
+            v = real_dft(v * p.rest[:, stage].astype(z.dtype), n, np.ones(n))
     v = v.reshape(v.shape[:-2] + (-1,))[..., : p.radius.shape[0]]
     return v * p.radius.astype(z.dtype)
+
+
+def _sorf_factors(n: int, stages: int) -> tuple[np.ndarray, np.ndarray]:
+    """(per-stage factors (stages, N) on the signs, factor (N,) on the radii) that make
+    `structured_project` orthonormal (see StructuredProjection)."""
+    w = real_dft_weights(n)  # the real DFT's coordinate weights
+    if n % 2 == 0:
+        h = n // 2
+        pack = np.concatenate([w[:h], np.r_[w[h], w[h + 1 :]]])  # [Re r_0..r_(h-1)], [Re r_h, Im r_1..]
+        unitary = np.full(n, h**-0.5)  # an unnormalized complex FFT of length h
+        return np.stack([pack] + [unitary] * (stages - 1)), unitary
+    return np.stack([w] * stages), w
 
 
 def project(weights, z: jax.Array) -> jax.Array:
@@ -147,12 +171,11 @@ def gaussian_weights(key, dim: int, count: int, method: RandomFeatures, dtype):
         n = fft_length(dim)
         blocks = -(-count // n)
         k1, k2 = _random.split(k_dir, 2)
-        w = real_dft_weights(n)  # each stage's orthonormalizing weights, applied by the next
+        stage_factors, last = _sorf_factors(n, SORF_STAGES - 1)
         weights = StructuredProjection(
             jnp.asarray(_random.rademacher(k1, (blocks, dim)), dtype),
-            jnp.asarray(_random.rademacher(k2, (blocks, SORF_STAGES - 1, n)), dtype)
-            * jnp.asarray(np.stack([np.ones(n)] + [w] * (SORF_STAGES - 2)), dtype),
-            jnp.asarray(radius * np.sqrt(n / dim) * np.tile(w, blocks)[:count], dtype),
+            jnp.asarray(_random.rademacher(k2, (blocks, SORF_STAGES - 1, n)), dtype) * jnp.asarray(stage_factors, dtype),
+            jnp.asarray(radius * np.sqrt(n / dim) * np.tile(last, blocks)[:count], dtype),
         )
         return weights, jnp.asarray(scale, dtype)
     u = sphere_directions(k_dir, dim, count, method.orthogonal)
@@ -292,7 +315,7 @@ def activation_apply(layer: Activation, params: ActivationRFParams, spec: Spec, 
     if len(params.product.widths) == 1 and params.product.signs[0] is not None:
         ntk = offset_product(params.product, f.ntk, t, constant=b0)
     else:  # the NTK features end with z, whose transform the projection took
-        borrowed = RealTransform(first[..., 0, :], z)
+        borrowed = Spectrum(first[..., 0, :], z)
         other = f.ntk.shape[-1] - z.shape[-1]
         x, src = ((f.ntk[..., :other], None), (None, borrowed)) if other else ((None,), (borrowed,))
         ntk = offset_product(params.product, x, t, src, constant=b0)

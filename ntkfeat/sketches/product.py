@@ -31,10 +31,10 @@ from ntkfeat.sketches.srht import (
 )
 
 
-class RealTransform(NamedTuple):
-    """A borrowed block given with its transform: x (..., width) and values (..., N), an
-    orthonormal transform of x zero-padded to N (e.g. `real_dft` of sign-flipped x) that the
-    caller computes anyway. Uniform rows of any orthogonal transform give unbiased sketches."""
+class Spectrum(NamedTuple):
+    """A borrowed block given with its spectrum: x (..., width) and values (..., N // 2 + 1) =
+    rfft(D x) zero-padded to N for some signs D, which the caller computes anyway (random
+    features' first rotation). Its Hartley rows sketch x as an SRHT's do."""
 
     values: jax.Array
     x: jax.Array
@@ -73,7 +73,7 @@ def offset_product_init(
       weights: per block, its expected squared norm (sets the split of rows between blocks).
       borrowed: per block, None or the `SRHTParams` whose transform (signs and length) the block
         reuses; the same transform must be passed to `offset_product`. Or an int N: the caller
-        passes a real orthonormal transform of the block (length N; a `RealTransform`).
+        passes the block's spectrum at length N (a `Spectrum`).
 
     Returns:
       (params, actual output width).
@@ -96,11 +96,8 @@ def offset_product_init(
         fft_length(w) if src is None else src if isinstance(src, int) else src.fft_len
         for w, src in zip(widths, borrowed)
     )
-    real = tuple(isinstance(src, int) for src in borrowed)
 
-    def rows_of(p, b):  # rows of a real transform are plain indices; of a spectrum, Hartley rows
-        if real[b]:
-            return HartleyRows(jnp.asarray(p, jnp.int32), jnp.zeros(jnp.shape(p), dtype))
+    def rows_of(p, b):
         return hartley_rows(p, lens[b], dtype)
     signs = tuple(
         None if src is not None else jnp.asarray(_random.rademacher(keys[3 * b], (w,)), dtype)
@@ -155,8 +152,8 @@ def offset_product(params: OffsetProductParams, x, y: jax.Array | None, borrowed
       y: the right factor (None when the params have no y).
       borrowed: per block, None or (transform, u, scale): the block is scale[..., None] * u and
         its transform is `transform` (SRHTParams) applied to u, computed once with the other
-        user of that transform when both see the same u; or a `RealTransform` (the block and an
-        orthonormal transform of it that the caller has computed anyway).
+        user of that transform when both see the same u; or a `Spectrum` (the block and its
+        spectrum, which the caller has computed anyway).
       constant: c per row (an array of x's leading shape), replacing the params' constant
         (which then only says whether there is a c block: it must be nonzero).
     """
@@ -166,7 +163,7 @@ def offset_product(params: OffsetProductParams, x, y: jax.Array | None, borrowed
         raise ValueError(f"offset_product: {len(blocks)} blocks given, params have {len(params.widths)}")
     values, sources, spectra = [], [], {}
     for b, (xb, src) in enumerate(zip(blocks, borrowed)):
-        if isinstance(src, RealTransform):
+        if isinstance(src, Spectrum):
             xb = src.x
             spectra[b] = src.values
             sources.append((xb, None, params.fft_lens[b], None))
@@ -185,11 +182,7 @@ def offset_product(params: OffsetProductParams, x, y: jax.Array | None, borrowed
             arg, signs, n, _ = sources[b]
             spectra[b] = jnp.fft.rfft(arg * signs.astype(arg.dtype), n=n, axis=-1)
         spectrum = spectra[b]
-        if isinstance(borrowed[b], RealTransform):  # orthonormal: scaled as a Hartley transform is
-            picked = spectrum.at[..., rows.index].get(mode="promise_in_bounds")
-            out = picked * (params.fft_lens[b] / rows.index.shape[0]) ** 0.5
-        else:
-            out = hartley_gather(spectrum, rows) * (1.0 / rows.index.shape[0]) ** 0.5
+        out = hartley_gather(spectrum, rows) * (1.0 / rows.index.shape[0]) ** 0.5
         scale = sources[b][3]
         return out if scale is None else out * scale[..., None]
 
@@ -206,4 +199,4 @@ def offset_product(params: OffsetProductParams, x, y: jax.Array | None, borrowed
     return jnp.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0]
 
 
-__all__ = ["OffsetProductParams", "RealTransform", "offset_product", "offset_product_init"]
+__all__ = ["OffsetProductParams", "Spectrum", "offset_product", "offset_product_init"]
