@@ -32,8 +32,7 @@ from ntkfeat.features.state import Branches, Features, Spec, input_spec
 from ntkfeat.features.table import ApplyContext, InitContext, apply_layer, init_layer
 from ntkfeat.layers.base import Layer
 from ntkfeat.layers.combinators import Parallel, Serial, check_layers
-from ntkfeat.layers.activations import Activation
-from ntkfeat.layers.linear import Conv, Dense, Flatten, Identity
+from ntkfeat.layers.linear import Conv
 from ntkfeat.layers.methods import RandomFeatures, Sketch
 
 _GETS = ("ntk", "nngp")
@@ -109,13 +108,6 @@ def _all_layers(layer) -> list:
     return [layer]
 
 
-def _shallow_dense_stack(layers) -> bool:
-    """Dense layers and at most three activations (nothing else but Flatten and Identity)."""
-    if not all(isinstance(l, (Dense, Activation, Flatten, Identity)) for l in layers):
-        return False
-    return sum(isinstance(l, Activation) for l in layers) <= 3
-
-
 def root(layer) -> Serial:
     """The architecture as a top-level serial block."""
     if not isinstance(layer, Layer):
@@ -137,12 +129,6 @@ def init_feature_map(layer, key, input_shape, method, dtype=None) -> FeatureMap:
     if isinstance(method, Sketch) and method.width is None and any(isinstance(l, Conv) for l in _all_layers(top)):
         # Convolutional stacks: the inner width defaults to dim / 2. With renormalized sketches
         # the CNTK error is the same as at width dim (NOTES.md) at 2.4x the speed.
-        method = dataclasses.replace(method, width=max(2, method.dim // 2))
-    if isinstance(method, RandomFeatures) and method.width is None and _shallow_dense_stack(layers):
-        # Fully-connected stacks with at most three activations: hidden width dim / 2. On 500
-        # protein, kin8nm and power rows the NTK error was the same or lower at depth 2, within
-        # +-10% at depth 3, at 1.8x the rows/s; at depth 4 it rose 7-25%, so deeper stacks keep
-        # dim (NOTES.md, random features' hidden width).
         method = dataclasses.replace(method, width=max(2, method.dim // 2))
     spec = input_spec(shape, isinstance(method, Sketch) and method.renormalize)
     width = method.width or method.dim
