@@ -3,6 +3,17 @@ import pytest
 from sklearn.datasets import load_diabetes
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _fresh_jax_caches():
+    """Each test module starts without the compiled programs of the ones before: one long
+    process otherwise holds every executable of the suite (an XLA compile crashed once deep into
+    a full run on a 2-core machine, and passed alone)."""
+    import jax
+
+    yield
+    jax.clear_caches()
+
+
 @pytest.fixture(scope="session")
 def tabular():
     """100 standardized rows of scikit-learn's diabetes data (10 features), float32."""

@@ -79,7 +79,7 @@ class RandomFeatures:
         about 1.8x faster on fully-connected stacks at an NTK error that ranged from 20% lower to
         50% higher across data and activations (NOTES.md).
       projection: how w.z is computed: 'dense' (a Gaussian matrix), 'structured' (SORF: three
-        sign-flipped orthonormal real DFTs per block, orthogonal directions, O(log d) per feature), or
+        sign-flipped FFT rotations per block, orthogonal directions, O(log d) per feature), or
         'auto' (structured where the input is wider than 128, dense below).
     """
 
