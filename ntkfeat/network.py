@@ -39,7 +39,7 @@ _GETS = ("ntk", "nngp")
 # Default memory for one batch's intermediates (bytes) where the device does not report its
 # memory (CPU); on accelerators, an eighth of the device memory. The batch size follows. On a
 # CPU the maps are bound by memory traffic, and batches whose intermediates stay near the
-# last-level cache run faster: 64 MB against 256 MB gave 1.1-1.7x the rows/s of the
+# last-level cache run faster: 64 MB against 256 MB gave 1.1-1.9x the rows/s of the
 # fully-connected maps and 1.3-1.4x the images/s of the CNTK Sketch (NOTES.md, batch budget).
 DEFAULT_BATCH_BYTES = 1 << 26
 

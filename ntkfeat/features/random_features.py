@@ -256,10 +256,9 @@ def activation_init(layer: Activation, key, spec: Spec, ctx):
     m1 = max(m_nngp - (lin_dim if nngp_linear else 0) - int(nngp_constant), 1)
     columns = max(m1, m_t) if has_derivative else m1
     weights, scale = gaussian_weights(k_w, d, columns, method, ctx.dtype)
-    # A structured projection of one block starts with an orthonormal transform of z; the
-    # product's z block takes its rows from it (no transform of its own). (The SRHT of u could
-    # too, but rows of that same transform in two places raised the error of deep stacks:
-    # NOTES.md, random features at 3,800-4,500 rows/s.)
+    # A structured projection of one block starts with the spectrum rfft(D1 z); the product's z
+    # block takes its Hartley rows from it (no transform of its own). (The SRHT of u could too,
+    # but rows of that same transform in two places raised the error of deep stacks: NOTES.md.)
     shared = weights.rest.shape[-1] if isinstance(weights, StructuredProjection) and weights.first.shape[0] == 1 else 0
     linear = srht_init(k_lin, d, lin_dim, ctx.dtype) if 0 < lin_dim < d else None
     product, ntk_width = None, 0
@@ -288,7 +287,7 @@ def activation_apply(layer: Activation, params: ActivationRFParams, spec: Spec, 
     inv_root = jnp.where(q > 0, jax.lax.rsqrt(jnp.where(q > 0, q, 1.0)), 0.0)
     weights, first = params.weights, None
     if isinstance(weights, StructuredProjection) and weights.first.shape[0] == 1:
-        first = structured_first_stage(weights, z)  # (..., 1, N), orthonormal
+        first = structured_first_stage(weights, z)  # (..., 1, N // 2 + 1): rfft(D1 z)
     lin = None
     if params.nngp_linear or params.t_linear:
         u = z * inv_root[..., None]
@@ -312,9 +311,9 @@ def activation_apply(layer: Activation, params: ActivationRFParams, spec: Spec, 
     t_parts = [b1[..., None] * lin] if params.t_linear else []
     t_parts.append(d_residual * params.scale.astype(z.dtype))
     t = jnp.concatenate(t_parts, axis=-1) if len(t_parts) > 1 else t_parts[0]
-    if len(params.product.widths) == 1 and params.product.signs[0] is not None:
+    if params.product.signs[-1] is not None:
         ntk = offset_product(params.product, f.ntk, t, constant=b0)
-    else:  # the NTK features end with z, whose transform the projection took
+    else:  # the last block is z, whose spectrum the projection took
         borrowed = Spectrum(first[..., 0, :], z)
         other = f.ntk.shape[-1] - z.shape[-1]
         x, src = ((f.ntk[..., :other], None), (None, borrowed)) if other else ((None,), (borrowed,))

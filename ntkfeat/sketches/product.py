@@ -96,9 +96,6 @@ def offset_product_init(
         fft_length(w) if src is None else src if isinstance(src, int) else src.fft_len
         for w, src in zip(widths, borrowed)
     )
-
-    def rows_of(p, b):
-        return hartley_rows(p, lens[b], dtype)
     signs = tuple(
         None if src is not None else jnp.asarray(_random.rademacher(keys[3 * b], (w,)), dtype)
         for b, (w, src) in enumerate(zip(widths, borrowed))
@@ -114,7 +111,8 @@ def offset_product_init(
     if not exact and lin_dim > 0:
         ks = split_proportional(lin_dim, weights)
         linear = tuple(
-            _sorted(rows_of(stratified_indices(keys[3 * b + 1], n, k), b)) for b, (n, k) in enumerate(zip(lens, ks))
+            _sorted(hartley_rows(stratified_indices(keys[3 * b + 1], n, k), n, dtype))
+            for b, (n, k) in enumerate(zip(lens, ks))
         )
     left = right = (None,) * len(widths)
     y_signs, y_len, ten_width = None, 0, 0
@@ -126,7 +124,7 @@ def offset_product_init(
             raise ValueError(f"out_dim={out_dim} leaves no room for the product block")
         ms = split_proportional(ten_width, weights, caps=caps)
         pairs = [stratified_indices(keys[3 * b + 2], n * y_len, m) for b, (n, m) in enumerate(zip(lens, ms))]
-        left = tuple(rows_of(p // y_len, b) for b, p in enumerate(pairs))
+        left = tuple(hartley_rows(p // y_len, n, dtype) for p, n in zip(pairs, lens))
         right = tuple(hartley_rows(p % y_len, y_len, dtype) for p in pairs)
         orders = [jnp.argsort(rows.index, stable=True) for rows in left]
         left = tuple(_sorted(rows, o) for rows, o in zip(left, orders))
