@@ -25,8 +25,9 @@ from ntkfeat import _checks, _random, batching, compat
 from ntkfeat._pytree import pytree_dataclass
 from ntkfeat.features import branching, linear, random_features, sketch  # noqa: F401 (they register rules)
 from ntkfeat.features.branching import ChildrenParams, CompressParams, WIDTH_SLACK
+from ntkfeat.features.oneshot_general import OneShotUnavailable
 from ntkfeat.features.oneshot import (
-    OneShotParams, flat_layers, oneshot_apply, oneshot_init, oneshot_kernel_fn, oneshot_reason,
+    GeneralOneShotParams, OneShotParams, flat_layers, oneshot_apply, oneshot_init, oneshot_kernel_fn, oneshot_reason,
 )
 from ntkfeat.features.state import Branches, Features, Spec, input_spec
 from ntkfeat.features.table import ApplyContext, InitContext, apply_layer, init_layer
@@ -48,7 +49,7 @@ DEFAULT_BATCH_BYTES = 1 << 26
 class FeatureMap:
     """Parameters of a feature map: the root layer's parameters plus the static description."""
 
-    params: ChildrenParams | OneShotParams
+    params: ChildrenParams | OneShotParams | GeneralOneShotParams
     output_sketch: CompressParams | None  # final compression to `dim`
     layer: Serial  # the architecture
     method: Sketch | RandomFeatures
@@ -74,8 +75,7 @@ class FeatureMap:
     def power(self) -> float | None:
         """phi(c x) = c^power phi(x) for c > 0, or None when the map is not homogeneous."""
         if self.mode == "oneshot":
-            p = self.params
-            return float(p.power) if p.b0 == 0 and p.b_last == 0 else None
+            return self.params.homogeneous_power
         return self.out_spec.power
 
 
@@ -124,8 +124,12 @@ def init_feature_map(layer, key, input_shape, method, dtype=None) -> FeatureMap:
     if isinstance(method, Sketch) and method.mode != "layerwise":
         reason = oneshot_reason(layers, shape)
         if reason is None or method.mode == "oneshot":
-            params = oneshot_init(layers, key, shape, method, dtype)
-            return FeatureMap(params, None, top, method, shape, "oneshot", input_spec(shape, False), None)
+            try:
+                params = oneshot_init(layers, key, shape, method, dtype)
+                return FeatureMap(params, None, top, method, shape, "oneshot", input_spec(shape, False), None)
+            except OneShotUnavailable:
+                if method.mode == "oneshot":
+                    raise
     if isinstance(method, Sketch) and method.width is None and any(isinstance(l, Conv) for l in _all_layers(top)):
         # Convolutional stacks: the inner width defaults to dim / 2. With renormalized sketches
         # the CNTK error is the same as at width dim (NOTES.md) at 2.4x the speed.
@@ -422,10 +426,17 @@ def describe(params: FeatureMap, x=None, **kwargs) -> list[dict]:
     For a general activation: the series degree and the share of each input's second moment that
     the degrees up to it carry, min and mean over the rows of `x` (and positions), for sigma and
     sigma' (what the truncated tail, kept on the diagonal only, leaves approximate). Without x the
-    homogeneous entries alone are reported. One-shot maps report their single fit.
+    homogeneous entries alone are reported. One-shot maps report their single fit; the one-shot
+    series of general activations its degree, ranks, the share of the diagonal its degrees keep
+    over the rows of x, and how many rows lie beyond its grid of variances.
     """
     from ntkfeat.features import sketch as sketch_rules
 
+    if params.mode == "oneshot" and isinstance(params.params, GeneralOneShotParams):
+        from ntkfeat.features.oneshot_general import general_report
+
+        return [general_report(params.params, flat_layers(params.layer),
+                               None if x is None else check_inputs(x, params.input_shape))]
     if params.mode == "oneshot":
         p = params.params
         grid = np.linspace(-1.0, 1.0, 801)

@@ -2,7 +2,8 @@
 
 - `linear`: Dense, Conv, pooling, Flatten, Identity, LayerNorm, Aggregate (every method);
 - `branching`: serial, parallel, FanOut, FanInSum, FanInConcat (every method);
-- `sketch`: activations under `Sketch`; `oneshot`: the one-shot sketch of a whole FC stack;
+- `sketch`: activations under `Sketch`; `oneshot`: the one-shot sketch of a whole FC stack (a
+  polynomial fit for homogeneous stacks, `oneshot_general` the variance-dependent series otherwise);
 - `random_features`: activations under `RandomFeatures`.
 """
 

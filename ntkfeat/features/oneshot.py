@@ -17,6 +17,7 @@ import numpy as np
 
 from ntkfeat._pytree import pytree_dataclass
 from ntkfeat.features.activation import normalize
+from ntkfeat.features.oneshot_general import GeneralOneShotParams, general_apply, general_init, general_reason
 from ntkfeat.features.sketch import kappa_features
 from ntkfeat.layers.activations import Activation, HomogeneousDual
 from ntkfeat.layers.combinators import Serial
@@ -33,7 +34,16 @@ def flat_layers(layer) -> list:
 
 
 def oneshot_reason(layers, input_shape) -> str | None:
-    """Why the one-shot NTK Sketch cannot represent this stack, or None if it can."""
+    """Why no one-shot NTK Sketch can represent this stack, or None if one can (the homogeneous
+    fit below, or the series of `oneshot_general` for general activations and inner biases)."""
+    reason = homogeneous_reason(layers, input_shape)
+    if reason is None or general_reason(layers, input_shape) is None:
+        return None
+    return reason
+
+
+def homogeneous_reason(layers, input_shape) -> str | None:
+    """Why the one-shot fit of a homogeneous stack cannot represent it, or None if it can."""
     if len(input_shape) != 1:
         return "the input is not flat (one-shot needs (n, d) inputs; use mode='layerwise')"
     for i, layer in enumerate(layers):
@@ -100,10 +110,17 @@ class OneShotParams:
     def out_dim(self) -> int:
         return self.features.out_dim + (1 if self.b_last > 0 else 0)
 
+    @property
+    def homogeneous_power(self) -> float | None:
+        """phi(c x) = c^p phi(x) for c > 0 without biases, else None."""
+        return float(self.power) if self.b0 == 0 and self.b_last == 0 else None
 
-def oneshot_init(layers, key, input_shape, method, dtype) -> OneShotParams:
-    reason = oneshot_reason(layers, input_shape)
+
+def oneshot_init(layers, key, input_shape, method, dtype) -> OneShotParams | GeneralOneShotParams:
+    reason = homogeneous_reason(layers, input_shape)
     if reason is not None:
+        if general_reason(layers, input_shape) is None:
+            return general_init(layers, key, input_shape, method, dtype)
         raise ValueError(f"Sketch(mode='oneshot') does not apply: {reason}")
     if method.fit != "lstsq":
         raise ValueError("Sketch(mode='oneshot') fits the whole NTK and supports fit='lstsq' only")
@@ -160,7 +177,9 @@ def choose_polynomial(theta, in_dim: int, dim: int) -> np.ndarray:
     return best[1]
 
 
-def oneshot_apply(params: OneShotParams, x: jax.Array) -> jax.Array:
+def oneshot_apply(params: OneShotParams | GeneralOneShotParams, x: jax.Array) -> jax.Array:
+    if isinstance(params, GeneralOneShotParams):
+        return general_apply(params, x)
     z = params.w0 * x / math.sqrt(params.in_dim)
     if params.b0 > 0:
         z = jnp.concatenate([z, jnp.full(z.shape[:-1] + (1,), params.b0, z.dtype)], axis=-1)
@@ -172,4 +191,4 @@ def oneshot_apply(params: OneShotParams, x: jax.Array) -> jax.Array:
     return out
 
 
-__all__ = ["OneShotParams", "flat_layers", "oneshot_apply", "oneshot_init", "oneshot_kernel_fn", "oneshot_reason"]
+__all__ = ["GeneralOneShotParams", "OneShotParams", "flat_layers", "homogeneous_reason", "oneshot_apply", "oneshot_init", "oneshot_kernel_fn", "oneshot_reason"]

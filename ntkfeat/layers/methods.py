@@ -24,14 +24,19 @@ class Sketch:
       degree: polynomial degree of each approximation (any degree >= 1): the fit of a
         homogeneous activation's dual (ReLU and relatives), the truncation of a general
         activation's Mehler series (its tail beyond the degree is kept on the diagonal).
-        'auto' (default): the one-shot map takes the degree that minimizes its estimated error,
+        'auto' (default): the one-shot fit takes the degree that minimizes its estimated error,
         fit bias^2 + sketch variance, at this dim (higher degrees where dim affords them: their
         smaller bias near correlation 1 is what near-interpolating kernel ridge needs, NOTES.md);
-        layerwise maps take 8.
-      mode: 'oneshot' fits one polynomial to the whole NTK of a fully-connected stack of Dense
-        layers and homogeneous activations and sketches it once (lowest error); 'layerwise'
-        sketches every activation and composes with any stack; 'auto' uses 'oneshot' where it
-        applies and 'layerwise' elsewhere.
+        the one-shot series of general activations takes 32 (16 or 8 where that is cheaper to
+        sketch, see `mode`); layerwise maps take 8.
+      mode: 'oneshot' sketches the whole NTK of a fully-connected stack once (lowest error):
+        one polynomial fit for Dense layers and homogeneous activations without inner biases;
+        for Dense layers (any biases) and general activations, the NTK's series in the input
+        correlation with coefficients that depend on each input's first-layer variance
+        (`features/oneshot_general.py`; degree 'auto' takes 32, or 16 or 8 where 32's sketch
+        tree would cost more). 'layerwise' sketches every activation and composes with any
+        stack; 'auto' uses 'oneshot' where it applies and 'layerwise' elsewhere (also where the
+        series overflows, as Exp's can).
       fit: 'lstsq' (non-negative least squares on a grid, default) or 'taylor' (the truncated
         series, as in the theory) for homogeneous activations.
       width: internal sketch width of the layerwise mode (None: dim, or dim // 2 for stacks with a

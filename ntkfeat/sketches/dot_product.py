@@ -75,8 +75,10 @@ def _exact_cost(in_dim: int, j: int) -> int:
     return 1 if j == 0 else num_monomials(in_dim, j)
 
 
-def _plan(coeffs_list, dims, in_dim):
-    """Shared exact degrees and per-head sketch dimensions (see module docstring)."""
+def _plan(coeffs_list, dims, in_dim, copies=None):
+    """Shared exact degrees and per-head sketch dimensions (see module docstring). copies: {degree:
+    n}, a caller that uses an exact block n times (the budget pays for every copy)."""
+    copies = copies or {}
     present = [[j for j in range(len(c)) if c[j] > 0] for c in coeffs_list]
     degrees = sorted(set().union(*present))
     best = None
@@ -87,7 +89,7 @@ def _plan(coeffs_list, dims, in_dim):
         score, rests, feasible = 0.0, [], True
         for c, dim, deg in zip(coeffs_list, dims, present):
             sketched = [j for j in deg if j not in exact]
-            rest = dim - sum(_exact_cost(in_dim, j) for j in deg if j in exact)
+            rest = dim - sum(_exact_cost(in_dim, j) * copies.get(j, 1) for j in deg if j in exact)
             if rest < _MIN_SKETCH_DIM * len(sketched):
                 feasible = False
                 break
@@ -167,7 +169,7 @@ class DotProductFeatureParams:
 
 
 def dot_product_features_init(
-    key: jax.Array, in_dim: int, coeffs, dim, dtype=jnp.float32
+    key: jax.Array, in_dim: int, coeffs, dim, dtype=jnp.float32, exact_copies: dict | None = None
 ) -> DotProductFeatureParams:
     """Parameters for features of sum_j coeffs[j] <x, y>^j with about `dim` outputs.
 
@@ -177,13 +179,15 @@ def dot_product_features_init(
       coeffs: (q + 1,) non-negative coefficients, or a list of such arrays (one per head).
       dim: output dimension budget (an int, or a list with one per head); a head has at most
         its `dim` features (fewer when exact features for every degree fit in fewer).
+      exact_copies: {degree: n} for a caller that will use degree j's exact block n times
+        (the one-shot map of general activations, once per rank): the budget pays for them.
     """
     multi = isinstance(dim, (list, tuple))
     coeffs_list = [_check_coeffs(c) for c in coeffs] if multi else [_check_coeffs(coeffs)]
     dims = list(dim) if multi else [dim]
     if len(coeffs_list) != len(dims):
         raise ValueError(f"{len(coeffs_list)} coefficient arrays but {len(dims)} dims")
-    exact, head_dims, _ = _plan(coeffs_list, dims, in_dim)
+    exact, head_dims, _ = _plan(coeffs_list, dims, in_dim, exact_copies)
     q = max(len(c) for c in coeffs_list)
     sqrt_coeffs = np.zeros((len(coeffs_list), q))
     for h, c in enumerate(coeffs_list):

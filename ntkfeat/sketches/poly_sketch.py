@@ -103,6 +103,13 @@ class PolySketchParams:
     width: int
     degree_widths: tuple = ()  # ((degree, width), ...): the nodes a degree feeds are at least this wide
 
+    @property
+    def tensor_width(self) -> int:
+        """Summed output width of the tree's TensorSRHT nodes: what its evaluation costs (rows/s
+        ran inversely proportional to it within 1.3x on the one-shot maps, NOTES.md)."""
+        plan = _plan(self.in_dim, self.degrees, self.width, self.degree_widths)
+        return sum(node.width for node in plan.values() if node.kind == "tensor")
+
     def out_dims(self) -> dict[int, int]:
         plan = _plan(self.in_dim, self.degrees, self.width, self.degree_widths)
         levels = num_levels(max(self.degrees))
