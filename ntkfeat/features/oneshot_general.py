@@ -43,7 +43,7 @@ from ntkfeat.features.sketch import coefficients_with_tail, kappa_features, tail
 from ntkfeat.layers.activations import Activation, MehlerDual
 from ntkfeat.layers.linear import Dense, Flatten, Identity
 from ntkfeat.sketches.dot_product import (
-    DotProductFeatureParams, _exact_cost, dot_product_features_init,
+    DotProductFeatureParams, _exact_cost, dot_product_features_init, sketch_tree_cost,
 )
 
 # Grid of first-layer variances: tau = |z| / (|z| + t0) uniform on [0, GRID_TOP]; 8 / 9 reaches
@@ -206,8 +206,18 @@ class GeneralPlan:
 
 
 @functools.lru_cache(maxsize=32)
-def general_plan(layers: tuple, degree: int) -> GeneralPlan:
+def _cached_plan(layers: tuple, degree: int) -> GeneralPlan:
     return GeneralPlan(layers, degree)
+
+
+def general_plan(layers: tuple, degree: int) -> GeneralPlan:
+    """The plan of a stack at a degree, cached when its layers are hashable (they are unless a
+    user's activation holds an unhashable field)."""
+    try:
+        hash(layers)
+    except TypeError:
+        return GeneralPlan(layers, degree)
+    return _cached_plan(layers, degree)
 
 
 @pytree_dataclass(meta=("w0", "b0", "in_dim", "t0", "degree", "columns", "renormalize"))
@@ -240,26 +250,24 @@ def general_init(layers, key, input_shape, method, dtype) -> GeneralOneShotParam
     first = next(l for l in layers if isinstance(l, Dense))
     z_dim = d + (1 if first.bias > 0 else 0)
     degrees = AUTO_DEGREES if method.degree == "auto" else (method.degree,)
-    last_error, cheapest = None, None
+    costs = {}
     for degree in degrees:
         plan = general_plan(tuple(layers), int(degree))
+        copies = {m: g.shape[1] for m, g in plan.factors.items()}
         try:
-            params = _draw(plan, key, z_dim, first, method, dtype)
+            costs[degree] = sketch_tree_cost(z_dim, plan.weights, method.dim, copies)
         except ValueError as e:  # the dimension cannot hold this degree
             if "too small" not in str(e):
                 raise
-            last_error = e
+            error = e
             continue
-        tree = params.features.tree
-        cost = 0 if tree is None else tree.tensor_width
-        if len(degrees) == 1 or cost <= TREE_COST * method.dim:
-            return params
-        if cheapest is None or cost < cheapest[0]:
-            cheapest = (cost, params)
-    if cheapest is not None:
-        return cheapest[1]
-    raise ValueError(f"Sketch(dim={method.dim}) is too small for the one-shot map of this stack at degree "
-                     f"{degrees[-1]} ({last_error}); raise dim or lower degree")
+        if len(degrees) == 1 or costs[degree] <= TREE_COST * method.dim:
+            return _draw(plan, key, z_dim, first, method, dtype)
+    if not costs:
+        raise ValueError(f"Sketch(dim={method.dim}) is too small for the one-shot map of this stack at degree "
+                         f"{degrees[-1]} ({error}); raise dim or lower degree")
+    cheapest = min(costs, key=costs.get)
+    return _draw(general_plan(tuple(layers), int(cheapest)), key, z_dim, first, method, dtype)
 
 
 def _draw(plan: GeneralPlan, key, z_dim: int, first: Dense, method, dtype) -> GeneralOneShotParams:

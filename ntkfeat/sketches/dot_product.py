@@ -30,7 +30,7 @@ from ntkfeat import _random
 from ntkfeat._norms import rescale_blocks
 from ntkfeat._pytree import pytree_dataclass
 from ntkfeat.sketches.monomials import monomial_features, monomial_features_init, monomial_products, num_monomials
-from ntkfeat.sketches.poly_sketch import PolySketchParams, num_levels, poly_sketch, poly_sketch_init
+from ntkfeat.sketches.poly_sketch import PolySketchParams, num_levels, poly_sketch, poly_sketch_init, tensor_width
 from ntkfeat.sketches.srht import (
     HartleyRows, SRHTParams, shared_rows_init, shared_srht, split_proportional, srht, srht_init,
 )
@@ -60,6 +60,16 @@ def sketch_variance(in_dim: int, coeffs, dim: int) -> float:
     variance of a degree-j sketch of unit vectors per dimension, ~ levels_j + 1; 0 when every
     degree is exact): divided by p(1)^2, a relative variance."""
     return _plan([_check_coeffs(coeffs)], [dim], in_dim)[2]
+
+
+def sketch_tree_cost(in_dim: int, coeffs, dim: int, exact_copies: dict | None = None) -> int:
+    """What the PolySketch tree of these features costs: the summed width of its TensorSRHT
+    nodes (`poly_sketch.tensor_width`; 0 when every degree is exact), without drawing it."""
+    _, dims, _ = _plan([_check_coeffs(coeffs)], [dim], in_dim, exact_copies)
+    widths = {j: m for j, m in dims[0].items() if j >= 2}
+    if not widths:
+        return 0
+    return tensor_width(in_dim, tuple(widths), max(widths.values()), widths)
 
 
 def _check_coeffs(coeffs) -> np.ndarray:

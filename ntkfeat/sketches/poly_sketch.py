@@ -95,6 +95,13 @@ def _plan(in_dim: int, degrees: tuple[int, ...], width: int, degree_widths: tupl
     return plan
 
 
+def tensor_width(in_dim: int, degrees: tuple[int, ...], width: int, degree_widths=()) -> int:
+    """Summed output width of the TensorSRHT nodes of the tree for these degrees: what evaluating
+    it costs (rows/s of the one-shot maps ran inversely proportional to it within 1.3x, NOTES.md)."""
+    plan = _plan(in_dim, tuple(degrees), width, tuple(sorted(dict(degree_widths).items())))
+    return sum(node.width for node in plan.values() if node.kind == "tensor")
+
+
 @pytree_dataclass(meta=("in_dim", "degrees", "width", "degree_widths"))
 class PolySketchParams:
     nodes: dict  # str(key) -> TensorSRHTParams or SRHTParams
@@ -105,10 +112,8 @@ class PolySketchParams:
 
     @property
     def tensor_width(self) -> int:
-        """Summed output width of the tree's TensorSRHT nodes: what its evaluation costs (rows/s
-        ran inversely proportional to it within 1.3x on the one-shot maps, NOTES.md)."""
-        plan = _plan(self.in_dim, self.degrees, self.width, self.degree_widths)
-        return sum(node.width for node in plan.values() if node.kind == "tensor")
+        """Summed output width of the tree's TensorSRHT nodes (`tensor_width`)."""
+        return tensor_width(self.in_dim, self.degrees, self.width, self.degree_widths)
 
     def out_dims(self) -> dict[int, int]:
         plan = _plan(self.in_dim, self.degrees, self.width, self.degree_widths)
