@@ -190,6 +190,7 @@ class GeneralPlan:
                 self.factors[m] = lumped[:, m : m + 1]
         safe = np.where(diag > 0, diag, 1.0)
         central = (s >= _TYPICAL_SPREAD[0] * self.t0**2) & (s <= _TYPICAL_SPREAD[1] * self.t0**2)
+        self.central = central  # grid points at typical variances
         self.weights = np.zeros(size)
         for m, g in self.factors.items():
             self.weights[m] = float(np.max(np.sum(g[central] ** 2, axis=1) / safe[central]))
@@ -332,8 +333,7 @@ def general_report(params: GeneralOneShotParams, layers, x=None) -> dict:
     out = {"layer": "network", "kind": "one-shot Mehler series of the NTK", "degree": params.degree,
            "ranks": {j: len(c) for j, c in params.columns if j <= params.degree}, "variance_range": (0.0, top)}
     if x is None:
-        _, s = grid_variances(params.t0)
-        kept = plan.kept[(s >= _TYPICAL_SPREAD[0] * params.t0**2) & (s <= _TYPICAL_SPREAD[1] * params.t0**2)]
+        kept = plan.kept[plan.central]
     else:
         x = np.asarray(x, np.float64).reshape(len(x), -1)
         s = params.w0**2 * np.sum(x * x, axis=1) / params.in_dim + params.b0**2
