@@ -179,20 +179,44 @@ def test_oneshot_series_falls_back_and_reports(rows):
     assert nf.describe(params, 100 * rows)[0]["rows_beyond_grid"] == len(rows)
 
 
-def test_oneshot_series_degree_follows_the_tree_cost():
-    # 'auto' takes the highest degree whose PolySketch tree costs at most TREE_COST x dim:
-    # Erf's degree 32 does; Gaussian's puts much of its mass at high degrees, whose deep nodes
-    # would cost more, so it takes a lower degree.
+def test_oneshot_series_degree_follows_the_tree_cost(monkeypatch):
+    # 'auto' takes the highest degree whose PolySketch tree costs at most TREE_COST x dim. At dim
+    # 8192 on 9 inputs, degree 32 costs 3.66 x dim for Erf and 2.72 x dim for Gaussian (its tail
+    # lumps capped by TAIL_CAP), 16 costs 2.91 x dim for Erf: with the bound at 3, Erf must step
+    # down to 16 and Gaussian keep 32; with the default bound both keep 32.
     from ntkfeat.features import oneshot_general as og
 
-    degrees = {}
-    for name in ("Erf", "Gaussian"):
+    def chosen(name):
         init_fn, _, _ = nf.serial(nf.Dense(512, 2**0.5), ACTIVATIONS[name], nf.Dense(512, 2**0.5),
                                   ACTIVATIONS[name], nf.Dense(1))
         params = init_fn(jax.random.PRNGKey(0), (-1, 9), nf.Sketch(dim=8192)).params
         assert params.features.tree.tensor_width <= og.TREE_COST * 8192
-        degrees[name] = params.degree
-    assert degrees["Erf"] == og.AUTO_DEGREES[0] and degrees["Gaussian"] < degrees["Erf"]
+        return params.degree
+
+    assert chosen("Erf") == chosen("Gaussian") == og.AUTO_DEGREES[0] == 32
+    monkeypatch.setattr(og, "TREE_COST", 3.0)
+    assert chosen("Erf") == 16 and chosen("Gaussian") == 32
+
+
+def test_homogeneous_auto_degree_stays_within_relus_cost():
+    # The homogeneous fit's degree 'auto' keeps its sketch tree within COST_FACTOR x the tree of
+    # the ReLU network of the same depth: Abs's degree-32 fit costs 2.1x ReLU's (one wide block
+    # of even degree), so it steps down; ReLU and LeakyRelu keep the bound-free choice.
+    from ntkfeat.features import oneshot as os1
+    from ntkfeat.sketches.dot_product import sketch_tree_cost
+
+    reference = os1.reference_cost(2, 9, 8192)
+    for name in ("Abs", "Relu", "LeakyRelu"):
+        init_fn, _, _ = nf.serial(nf.Dense(512, 2**0.5), ACTIVATIONS[name], nf.Dense(512, 2**0.5),
+                                  ACTIVATIONS[name], nf.Dense(1))
+        params = init_fn(jax.random.PRNGKey(0), (-1, 9), nf.Sketch(dim=8192)).params
+        coeffs = np.asarray(params.coeffs, np.float64)
+        assert sketch_tree_cost(9, coeffs, 8192) <= os1.COST_FACTOR * reference, name
+        free = os1.choose_polynomial(os1.oneshot_kernel_fn(os1.flat_layers(init_fn.layer))[2], 9, 8192)
+        if name == "Abs":
+            assert sketch_tree_cost(9, free, 8192) > 2 * reference and len(coeffs) < len(free)
+        else:
+            assert len(coeffs) == len(free), name
 
 
 def test_mehler_features_keep_the_diagonal(rows):

@@ -9,6 +9,7 @@ u = z / |z|, times |z|^p: the sketch error no longer compounds through layers.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -19,11 +20,13 @@ from ntkfeat._pytree import pytree_dataclass
 from ntkfeat.features.activation import normalize
 from ntkfeat.features.oneshot_general import GeneralOneShotParams, general_apply, general_init, general_reason
 from ntkfeat.features.sketch import kappa_features
-from ntkfeat.layers.activations import Activation, HomogeneousDual
+from ntkfeat.layers.activations import Activation, HomogeneousDual, Relu
 from ntkfeat.layers.combinators import Serial
 from ntkfeat.layers.linear import Dense, Flatten, Identity
 from ntkfeat.polynomials.fit import fit_nonneg_polynomial
-from ntkfeat.sketches.dot_product import DotProductFeatureParams, dot_product_features_init, sketch_variance
+from ntkfeat.sketches.dot_product import (
+    DotProductFeatureParams, dot_product_features_init, sketch_tree_cost, sketch_variance,
+)
 
 
 def flat_layers(layer) -> list:
@@ -129,7 +132,8 @@ def oneshot_init(layers, key, input_shape, method, dtype) -> OneShotParams | Gen
     z_dim = d + (1 if b0 > 0 else 0)
     budget = method.dim - (1 if b_last > 0 else 0)
     if method.degree == "auto":
-        coeffs = choose_polynomial(theta, z_dim, budget)
+        depth = sum(isinstance(l, Activation) for l in layers)
+        coeffs = choose_polynomial(theta, z_dim, budget, COST_FACTOR * reference_cost(depth, z_dim, budget))
     else:
         coeffs = fit_nonneg_polynomial(theta, method.degree, (-1.0, 1.0))
     feats = dot_product_features_init(key, z_dim, coeffs, budget, dtype)
@@ -150,8 +154,29 @@ BIAS_FACTOR = 2.8
 VARIANCE_FACTOR = 1.5
 
 
-def choose_polynomial(theta, in_dim: int, dim: int) -> np.ndarray:
-    """The fit of T whose estimated relative error, (c_b bias)^2 + c_v variance, is smallest.
+# What 'auto' may spend: the PolySketch tree of the chosen fit costs at most COST_FACTOR times the
+# tree of the ReLU network of the same depth on the same inputs and dim (`reference_cost`), the
+# map the library is tuned on; feature time per row follows the tree's cost. Abs (500 protein
+# rows, depth 2, dim 8192, 3 keys, NOTES.md): its even fits put their tails on one wide block,
+# degree 32 at 2.1x ReLU's tree (1.7x its time per row, error 0.0065), 16 at 1.5x (1.5x,
+# 0.0105), 8 at 0.64x (0.76x, 0.0184): 'auto' takes 8. On 240 cases (depth 1-4, W_std 1 to 2,
+# 8-100 inputs, dims 1024-16384) Relu, LeakyRelu, ABRelu(0.2, 1), RectifiedMonomial and
+# ExpNormalized keep every choice the bound-free rule made; ABRelu(-0.5, 1) steps down in 72.
+COST_FACTOR = 1.25
+
+
+@functools.lru_cache(maxsize=64)
+def reference_cost(depth: int, in_dim: int, dim: int) -> int:
+    """Tree cost (`sketch_tree_cost`) of the degree-'auto' map of [Dense(sqrt 2), Relu] x depth,
+    Dense: the reference of COST_FACTOR."""
+    layers = [Dense(W_std=math.sqrt(2.0)), Relu()] * depth + [Dense(W_std=1.0)]
+    coeffs = choose_polynomial(oneshot_kernel_fn(layers)[2], in_dim, dim)
+    return sketch_tree_cost(in_dim, coeffs, dim)
+
+
+def choose_polynomial(theta, in_dim: int, dim: int, max_cost: float | None = None) -> np.ndarray:
+    """The fit of T whose estimated relative error, (c_b bias)^2 + c_v variance, is smallest
+    among those whose sketch tree costs at most `max_cost` (the cheapest fit if none does).
 
     bias: the RMS of |p - T| / T(1) over [-1, 1]; variance: the sketch plan's bound on the
     summed variance of one entry over p(1)^2 (`sketch_variance`; zero when every degree is exact).
@@ -161,20 +186,25 @@ def choose_polynomial(theta, in_dim: int, dim: int) -> np.ndarray:
     """
     grid = np.linspace(-1.0, 1.0, 801)
     target = theta(grid)
-    best = None
+    best, cheapest = None, None
     for degree in AUTO_DEGREES:
         coeffs = fit_nonneg_polynomial(theta, degree, (-1.0, 1.0))
         bias = float(np.sqrt(np.mean((np.polyval(coeffs[::-1], grid) - target) ** 2)) / target[-1])
         try:
             variance = sketch_variance(in_dim, coeffs, dim) / float(np.sum(coeffs)) ** 2
+            cost = sketch_tree_cost(in_dim, coeffs, dim) if max_cost is not None else 0
         except ValueError:  # the dimension cannot hold this degree
             break
+        if cheapest is None or cost < cheapest[0]:
+            cheapest = (cost, coeffs)
+        if max_cost is not None and cost > max_cost:
+            continue
         error = (BIAS_FACTOR * bias) ** 2 + VARIANCE_FACTOR * variance
         if best is None or error < best[0]:
             best = (error, coeffs)
-    if best is None:
+    if cheapest is None:
         raise ValueError(f"dim={dim} is too small for a polynomial of degree {AUTO_DEGREES[0]} on {in_dim} inputs")
-    return best[1]
+    return best[1] if best is not None else cheapest[1]
 
 
 def oneshot_apply(params: OneShotParams | GeneralOneShotParams, x: jax.Array) -> jax.Array:

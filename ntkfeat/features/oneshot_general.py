@@ -64,8 +64,12 @@ RANK_TOL = 1e-3
 # with much mass at high degrees (Gaussian) spreads the dimension over many deep nodes there.
 AUTO_DEGREES = (32, 16, 8)
 TREE_COST = 5.0
-# Largest share of the dimension of a tail degree, relative to the largest kept degree's.
-TAIL_CAP = 0.25
+# Largest share of the dimension of a tail degree, relative to the largest kept degree's. The
+# tail lumps sit at the deepest degrees, so their widths set the widest nodes of the tree.
+# Gaussian (500 protein rows, depth 2, dim 8192, 3 keys; NOTES.md): cap 0.25 left degree 16 at
+# error 0.0163 and 1.5-1.6x Relu's cost; 0.04 lets degree 32 in at error 0.0152 and 0.9x. Erf,
+# Gelu and Sigmoid_like are unchanged (their tails are below the cap), Sin 0.0184 -> 0.0192.
+TAIL_CAP = 0.04
 # Variances (factors of the typical one) whose degree shares split the dimension.
 _TYPICAL_SPREAD = (0.25, 4.0)
 
@@ -225,7 +229,10 @@ def general_plan(layers: tuple, degree: int) -> GeneralPlan:
 class GeneralOneShotParams:
     features: DotProductFeatureParams
     table: jax.Array  # (GRID_POINTS, K): g_{m, r} / sqrt(weight_m) on the grid, column per (m, r)
-    signs: tuple  # per sketched slice of the features: (rank - 1, m) signs, or None at rank 1
+    # (K, out_dim): output column c is sum_k g_k(|z|) mixer[k, c] times its feature column: 1 on
+    # the rank's column for exact copies; rank 0's column and fixed random signs on the others for
+    # sketched blocks. One small matmul and one fused product per row, however many blocks.
+    mixer: jax.Array
     w0: float
     b0: float
     in_dim: int
@@ -280,12 +287,21 @@ def _draw(plan: GeneralPlan, key, z_dim: int, first: Dense, method, dtype) -> Ge
         g = plan.factors[m] / math.sqrt(plan.weights[m])
         columns.append((m, tuple(range(len(table), len(table) + g.shape[1]))))
         table.extend(g.T)
-    signs = []
+    ranks, k = dict(columns), len(table)
+    blocks = []  # (K, width) per output block, in output order
+    for j in features.head_exact[0]:
+        for c in ranks[j]:
+            blocks.append(np.zeros((k, _exact_cost(z_dim, j))))
+            blocks[-1][c] = 1.0
     slice_keys = _random.split(k_signs, max(len(features.head_slices[0]), 1))
-    for (j, _, m), k in zip(features.head_slices[0], slice_keys):
-        rank = plan.factors[j].shape[1]
-        signs.append(None if rank == 1 else jnp.asarray(_random.rademacher(k, (rank - 1, m)), dtype))
-    return GeneralOneShotParams(features, jnp.asarray(np.stack(table, axis=1), dtype), tuple(signs),
+    for (j, _, m), key_j in zip(features.head_slices[0], slice_keys):
+        cols = ranks[j]
+        blocks.append(np.zeros((k, m)))
+        blocks[-1][cols[0]] = 1.0
+        if len(cols) > 1:  # fixed random signs mix the ranks into one block
+            blocks[-1][list(cols[1:])] = np.asarray(_random.rademacher(key_j, (len(cols) - 1, m)))
+    mixer = np.concatenate(blocks, axis=1)
+    return GeneralOneShotParams(features, jnp.asarray(np.stack(table, axis=1), dtype), jnp.asarray(mixer, dtype),
                                 float(first.W_std), float(first.bias), z_dim - (1 if first.bias > 0 else 0),
                                 float(plan.t0), plan.degree, tuple(columns), bool(method.renormalize))
 
@@ -306,22 +322,21 @@ def general_apply(params: GeneralOneShotParams, x: jax.Array) -> jax.Array:
     u, root, _ = normalize(z, None)
     g = _grid_factors(params, root).astype(x.dtype)
     feats = kappa_features(params.features, u, params.renormalize)[0]
+    factors = jnp.dot(g, params.mixer.astype(x.dtype), precision=jax.lax.Precision.HIGHEST)  # no TF32 on GPUs
+    return jnp.concatenate([feats[..., i:j] for i, j in _source_slices(params)], axis=-1) * factors
+
+
+def _source_slices(params: GeneralOneShotParams) -> list[tuple[int, int]]:
+    """The feature columns the output copies, as (start, stop) slices: an exact block once per
+    rank, then the sketched blocks (static slices: XLA fuses them with the product; a gather
+    with an index array ran 1.3x slower on CPU)."""
     ranks = dict(params.columns)
-    parts, start = [], 0
+    slices, start = [], 0
     for j in params.features.head_exact[0]:
         width = _exact_cost(params.features.in_dim, j)
-        block = feats[..., start : start + width]
-        parts += [block * g[..., c : c + 1] for c in ranks[j]]
+        slices += [(start, start + width)] * len(ranks[j])
         start += width
-    for (j, _, m), signs in zip(params.features.head_slices[0], params.signs):
-        block = feats[..., start : start + m]
-        cols = ranks[j]
-        factor = g[..., cols[0] : cols[0] + 1]
-        if signs is not None:
-            factor = factor + g[..., cols[1] : cols[-1] + 1] @ signs
-        parts.append(block * factor)
-        start += m
-    return jnp.concatenate(parts, axis=-1)
+    return slices + [(start, start + sum(m for _, _, m in params.features.head_slices[0]))]
 
 
 def general_report(params: GeneralOneShotParams, layers, x=None) -> dict:
