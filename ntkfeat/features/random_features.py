@@ -29,6 +29,8 @@ is unbiased on its own, and the one matmul is most of the cost.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from typing import NamedTuple
 
 import jax
@@ -41,7 +43,7 @@ from ntkfeat.exact import duals
 from ntkfeat.features.activation import activation_widths, check_activation_input, check_widths
 from ntkfeat.features.state import Features, Spec
 from ntkfeat.features.table import register
-from ntkfeat.layers.activations import Activation, HomogeneousDual, MehlerDual, derivative
+from ntkfeat.layers.activations import Activation, ExpNormalized, Hermite, HomogeneousDual, MehlerDual, derivative
 from ntkfeat.layers.methods import RandomFeatures
 from ntkfeat.sketches.product import OffsetProductParams, Spectrum, offset_product, offset_product_init
 from ntkfeat.sketches.srht import (
@@ -328,4 +330,91 @@ def _fn_prime(layer: Activation):
 
 register(Activation, RandomFeatures, activation_init, activation_apply)
 
-__all__ = ["ActivationRFParams", "StructuredProjection", "gaussian_weights", "project", "sphere_directions"]
+
+# ------------------------------------------------------------- ExpNormalized and Hermite
+
+
+@pytree_dataclass(meta=("nngp_columns",))
+class DirectionRFParams:
+    """Random features psi(w.u) of the unit directions u = z / |z|, times |z|^k.
+
+    weights: Gaussian directions (d, m) (or structured); phases: (m,) uniform on [0, 2 pi)
+    (ExpNormalized) or None; product: ntk (x) t for the NTK (None without one). The NNGP
+    features use the first `nngp_columns` columns, t all of them.
+    """
+
+    weights: jax.Array | StructuredProjection
+    phases: jax.Array | None
+    product: OffsetProductParams | None
+    nngp_columns: int
+
+
+def _direction_waves(layer, a, phases):
+    """(psi(a), chi(a)) with E[psi(w.u_x) psi(w.u_y)] = f(rho), E[chi chi] = f'(rho) for unit u.
+
+    ExpNormalized, f = exp(gamma (rho + shift)): E[2 cos(sqrt(gamma) w.u_x + b)
+    cos(sqrt(gamma) w.u_y + b)] = exp(-gamma |u_x - u_y|^2 / 2) = exp(gamma (rho - 1)), so random
+    Fourier features of the Gaussian kernel on the sphere times exp(gamma (1 + shift) / 2).
+    Hermite(k), f = rho^k: E[He_k(w.u_x) He_k(w.u_y)] / k! = rho^k (Mehler), and
+    f' = k rho^(k - 1) from He_(k - 1)."""
+    if isinstance(layer, ExpNormalized):
+        g = layer.gamma
+        waves = jnp.cos(math.sqrt(g) * a + phases.astype(a.dtype)) * (math.sqrt(2.0) * math.exp(g * (1 + layer.shift) / 2))
+        return waves, math.sqrt(g) * waves
+    k = layer.degree
+    return layer.fn(a), (math.sqrt(k) * Hermite(k - 1).fn(a) if k > 0 else None)
+
+
+def direction_init(layer, key, spec: Spec, ctx):
+    """ExpNormalized and Hermite: neural-tangents defines their kernels, not a network function at
+    the inputs' variances: nngp' = (q_x q_y)^(k/2) f(rho), ntk' = ntk (q_x q_y)^((k-1)/2) f'(rho)
+    (ExpNormalized: k = 1, f = exp(gamma (rho + shift)); Hermite(k): f = rho^k). Features
+    |z|^k psi(w.u) and |z|^(k-1) chi(w.u) (`_direction_waves`) with plain Gaussian directions
+    (leverage sampling is a ReLU result)."""
+    name = type(layer).__name__
+    spec = check_activation_input(spec, ctx, name)
+    dual, q = layer.dual(), spec.nngp_scale
+    k = dual.degree
+    slope = 0.0 if dual.f_prime is None else float(dual.f_prime(1.0))
+    has_derivative = spec.ntk_dim > 0 and slope > 0
+    nngp_scale = q**k * float(dual.f(1.0))
+    ntk_scale = spec.ntk_scale * q ** (k - 1) * slope if has_derivative else 0.0
+    m_nngp, m_ntk, m_t = activation_widths(ctx, spec, nngp_scale, ntk_scale)
+    check_widths(ctx, name, m_nngp, m_ntk, has_derivative)
+    columns = max(m_nngp, m_t) if has_derivative else m_nngp
+    k_w, k_b, k_prod = _random.split(key, 3)
+    plain = dataclasses.replace(ctx.method, leverage=False)
+    weights, _ = gaussian_weights(k_w, spec.nngp_dim, columns, plain, ctx.dtype)
+    phases = None
+    if isinstance(layer, ExpNormalized):
+        phases = jnp.asarray(2 * np.pi * np.asarray(_random.uniform(k_b, (columns,))), ctx.dtype)
+    product, ntk_width = None, 0
+    if has_derivative:
+        product, ntk_width = offset_product_init(k_prod, spec.ntk_dim, columns, 0.0, m_ntk, ctx.dtype)
+    out = spec._replace(
+        nngp_dim=m_nngp, ntk_dim=ntk_width, rho_min=-1.0, nngp_scale=nngp_scale, ntk_scale=ntk_scale,
+        ntk_ends_with_nngp=False, gaussian=False, power=None if spec.power is None else spec.power * k,
+    )
+    return DirectionRFParams(weights, phases, product, m_nngp), out
+
+
+def direction_apply(layer, params: DirectionRFParams, spec: Spec, f: Features, ctx) -> Features:
+    z = f.nngp
+    norm = jnp.linalg.norm(z, axis=-1)
+    inv = jnp.where(norm > 0, 1.0 / jnp.where(norm > 0, norm, 1.0), 0.0)
+    k, m = layer.dual().degree, params.nngp_columns
+    psi, chi = _direction_waves(layer, project(params.weights, z) * inv[..., None], params.phases)
+    amp = jnp.ones_like(norm) if k == 0 else norm**k
+    nngp = (amp / math.sqrt(m))[..., None] * psi[..., :m]
+    diag = None if f.diag is None else _second_moment(layer, f.diag)
+    if f.ntk is None or params.product is None:
+        return Features(nngp, None, diag)
+    amp_t = jnp.ones_like(norm) if k == 1 else norm ** (k - 1)
+    t = (amp_t / math.sqrt(chi.shape[-1]))[..., None] * chi
+    return Features(nngp, offset_product(params.product, f.ntk, t), diag)
+
+
+register(ExpNormalized, RandomFeatures, direction_init, direction_apply)
+register(Hermite, RandomFeatures, direction_init, direction_apply)
+
+__all__ = ["ActivationRFParams", "DirectionRFParams", "StructuredProjection", "gaussian_weights", "project", "sphere_directions"]
