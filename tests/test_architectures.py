@@ -63,7 +63,7 @@ MEASURED = {
     "Relu": (0.044, 0.049), "LeakyRelu": (0.049, 0.05), "ABRelu": (0.05, 0.06), "Abs": (0.054, 0.046),
     "Sign": (0.095, 0.061), "Erf": (0.046, 0.052), "Gelu": (0.042, 0.055), "Sigmoid_like": (0.003, 0.005),
     "Sin": (0.058, 0.068), "Cos": (0.024, 0.039), "Exp": (0.007, 0.015), "Gaussian": (0.018, 0.026),
-    "ExpNormalized": (0.039, 0.071), "Rbf": (0.084, 0.092), "Gabor": (0.107, 0.115), "Hermite": (0.036, 0.133),
+    "ExpNormalized": (0.039, 0.061), "Rbf": (0.084, 0.092), "Gabor": (0.107, 0.115), "Hermite": (0.036, 0.128),
     "Monomial": (0.036, 0.141), "RectifiedMonomial": (0.126, 0.278), "Polynomial": (0.022, 0.075),
     "ElementwiseNumerical": (0.039, 0.052),
 }
@@ -86,7 +86,8 @@ def test_every_activation_against_neural_tangents(rows, name):
     k = _kernel(kernel_fn, rows)
     # ExpNormalized and Hermite have kernels but no network function at the inputs' variances:
     # their random features are psi(w.u) of the unit directions (random Fourier features of a
-    # Gaussian kernel on the sphere, Hermite polynomials).
+    # Gaussian kernel on the sphere, Hermite polynomials). Their errors halve from dim 512 to
+    # 4096 on these rows (ExpNormalized 0.148-0.162 -> 0.046-0.061, Hermite 0.17-0.32 -> 0.09-0.13).
     for method, measured in zip([nf.Sketch(dim=4096, mode="layerwise"), nf.RandomFeatures(dim=4096)], MEASURED[name]):
         params = init_fn(jax.random.PRNGKey(0), rows.shape, method)
         phi = np.asarray(feature_fn(params, rows), np.float64)

@@ -338,28 +338,31 @@ register(Activation, RandomFeatures, activation_init, activation_apply)
 class DirectionRFParams:
     """Random features psi(w.u) of the unit directions u = z / |z|, times |z|^k.
 
-    weights: Gaussian directions (d, m) (or structured); phases: (m,) uniform on [0, 2 pi)
-    (ExpNormalized) or None; product: ntk (x) t for the NTK (None without one). The NNGP
-    features use the first `nngp_columns` columns, t all of them.
+    weights: Gaussian directions (d, m) (or structured; ExpNormalized: (d, m / 2), each giving a
+    cosine and a sine); product: ntk (x) t for the NTK (None without one). The NNGP features use
+    the first `nngp_columns` columns of psi, t all of them.
     """
 
     weights: jax.Array | StructuredProjection
-    phases: jax.Array | None
     product: OffsetProductParams | None
     nngp_columns: int
 
 
-def _direction_waves(layer, a, phases):
-    """(psi(a), chi(a)) with E[psi(w.u_x) psi(w.u_y)] = f(rho), E[chi chi] = f'(rho) for unit u.
+def _direction_waves(layer, a):
+    """(psi(a), chi(a)) with E[psi(w.u_x) psi(w.u_y)] = f(rho), E[chi chi] = f'(rho) for unit u,
+    averaged over the columns (pairs of columns for ExpNormalized).
 
-    ExpNormalized, f = exp(gamma (rho + shift)): E[2 cos(sqrt(gamma) w.u_x + b)
-    cos(sqrt(gamma) w.u_y + b)] = exp(-gamma |u_x - u_y|^2 / 2) = exp(gamma (rho - 1)), so random
-    Fourier features of the Gaussian kernel on the sphere times exp(gamma (1 + shift) / 2).
-    Hermite(k), f = rho^k: E[He_k(w.u_x) He_k(w.u_y)] / k! = rho^k (Mehler), and
-    f' = k rho^(k - 1) from He_(k - 1)."""
+    ExpNormalized, f = exp(gamma (rho + shift)): E[cos(sqrt(gamma) w.(u_x - u_y))] =
+    exp(-gamma |u_x - u_y|^2 / 2) = exp(gamma (rho - 1)): random Fourier features of the Gaussian
+    kernel on the sphere, [cos, sin] of each direction side by side (lower variance than one
+    cosine with a random phase, and half the projections), times exp(gamma (1 + shift) / 2).
+    Hermite(k), f = rho^k: E[He_k(w.u_x) He_k(w.u_y)] / k! = rho^k (Mehler), and f' = k rho^(k - 1)
+    from He_(k - 1)."""
     if isinstance(layer, ExpNormalized):
         g = layer.gamma
-        waves = jnp.cos(math.sqrt(g) * a + phases.astype(a.dtype)) * (math.sqrt(2.0) * math.exp(g * (1 + layer.shift) / 2))
+        angle = math.sqrt(g) * a
+        waves = jnp.stack([jnp.cos(angle), jnp.sin(angle)], axis=-1).reshape(a.shape[:-1] + (2 * a.shape[-1],))
+        waves = waves * (math.sqrt(2.0) * math.exp(g * (1 + layer.shift) / 2))
         return waves, math.sqrt(g) * waves
     k = layer.degree
     return layer.fn(a), (math.sqrt(k) * Hermite(k - 1).fn(a) if k > 0 else None)
@@ -382,12 +385,12 @@ def direction_init(layer, key, spec: Spec, ctx):
     m_nngp, m_ntk, m_t = activation_widths(ctx, spec, nngp_scale, ntk_scale)
     check_widths(ctx, name, m_nngp, m_ntk, has_derivative)
     columns = max(m_nngp, m_t) if has_derivative else m_nngp
-    k_w, k_b, k_prod = _random.split(key, 3)
+    pairs = isinstance(layer, ExpNormalized)  # a cosine and a sine per direction
+    if pairs:
+        m_nngp, columns = m_nngp - m_nngp % 2, columns - columns % 2
+    k_w, k_prod = _random.split(key, 2)
     plain = dataclasses.replace(ctx.method, leverage=False)
-    weights, _ = gaussian_weights(k_w, spec.nngp_dim, columns, plain, ctx.dtype)
-    phases = None
-    if isinstance(layer, ExpNormalized):
-        phases = jnp.asarray(2 * np.pi * np.asarray(_random.uniform(k_b, (columns,))), ctx.dtype)
+    weights, _ = gaussian_weights(k_w, spec.nngp_dim, columns // 2 if pairs else columns, plain, ctx.dtype)
     product, ntk_width = None, 0
     if has_derivative:
         product, ntk_width = offset_product_init(k_prod, spec.ntk_dim, columns, 0.0, m_ntk, ctx.dtype)
@@ -395,7 +398,7 @@ def direction_init(layer, key, spec: Spec, ctx):
         nngp_dim=m_nngp, ntk_dim=ntk_width, rho_min=-1.0, nngp_scale=nngp_scale, ntk_scale=ntk_scale,
         ntk_ends_with_nngp=False, gaussian=False, power=None if spec.power is None else spec.power * k,
     )
-    return DirectionRFParams(weights, phases, product, m_nngp), out
+    return DirectionRFParams(weights, product, m_nngp), out
 
 
 def direction_apply(layer, params: DirectionRFParams, spec: Spec, f: Features, ctx) -> Features:
@@ -403,7 +406,7 @@ def direction_apply(layer, params: DirectionRFParams, spec: Spec, f: Features, c
     norm = jnp.linalg.norm(z, axis=-1)
     inv = jnp.where(norm > 0, 1.0 / jnp.where(norm > 0, norm, 1.0), 0.0)
     k, m = layer.dual().degree, params.nngp_columns
-    psi, chi = _direction_waves(layer, project(params.weights, z) * inv[..., None], params.phases)
+    psi, chi = _direction_waves(layer, project(params.weights, z) * inv[..., None])
     amp = jnp.ones_like(norm) if k == 0 else norm**k
     nngp = (amp / math.sqrt(m))[..., None] * psi[..., :m]
     diag = None if f.diag is None else _second_moment(layer, f.diag)
