@@ -296,12 +296,14 @@ def _draw(plan: GeneralPlan, key, z_dim: int, first: Dense, method, dtype) -> Ge
     slice_keys = _random.split(k_signs, max(len(features.head_slices[0]), 1))
     for (j, _, m), key_j in zip(features.head_slices[0], slice_keys):
         cols = ranks[j]
-        blocks.append(np.zeros((k, m)))
-        blocks[-1][cols[0]] = 1.0
-        if len(cols) > 1:  # fixed random signs mix the ranks into one block
-            blocks[-1][list(cols[1:])] = np.asarray(_random.rademacher(key_j, (len(cols) - 1, m)))
-    mixer = np.concatenate(blocks, axis=1)
-    return GeneralOneShotParams(features, jnp.asarray(np.stack(table, axis=1), dtype), jnp.asarray(mixer, dtype),
+        block = np.zeros((k, m))
+        block[cols[0]] = 1.0
+        if len(cols) > 1:  # fixed random signs mix the ranks into one block (traceable in the key)
+            signs = _random.rademacher(key_j, (len(cols) - 1, m))
+            block = jnp.asarray(block, dtype).at[np.asarray(cols[1:])].set(jnp.asarray(signs, dtype))
+        blocks.append(block)
+    mixer = jnp.concatenate([jnp.asarray(b, dtype) for b in blocks], axis=1)
+    return GeneralOneShotParams(features, jnp.asarray(np.stack(table, axis=1), dtype), mixer,
                                 float(first.W_std), float(first.bias), z_dim - (1 if first.bias > 0 else 0),
                                 float(plan.t0), plan.degree, tuple(columns), bool(method.renormalize))
 
