@@ -40,7 +40,7 @@ import numpy as np
 from ntkfeat import _random
 from ntkfeat._pytree import pytree_dataclass
 from ntkfeat.exact import duals
-from ntkfeat.features.activation import activation_widths, check_activation_input, check_widths
+from ntkfeat.features.activation import activation_widths, check_activation_input, check_widths, normalize
 from ntkfeat.features.state import Features, Spec
 from ntkfeat.features.table import register
 from ntkfeat.layers.activations import Activation, ExpNormalized, Hermite, HomogeneousDual, MehlerDual, derivative
@@ -402,11 +402,9 @@ def direction_init(layer, key, spec: Spec, ctx):
 
 
 def direction_apply(layer, params: DirectionRFParams, spec: Spec, f: Features, ctx) -> Features:
-    z = f.nngp
-    norm = jnp.linalg.norm(z, axis=-1)
-    inv = jnp.where(norm > 0, 1.0 / jnp.where(norm > 0, norm, 1.0), 0.0)
+    u, _, norm = normalize(f.nngp, None)
     k, m = layer.dual().degree, params.nngp_columns
-    psi, chi = _direction_waves(layer, project(params.weights, z) * inv[..., None])
+    psi, chi = _direction_waves(layer, project(params.weights, u))
     amp = jnp.ones_like(norm) if k == 0 else norm**k
     nngp = (amp / math.sqrt(m))[..., None] * psi[..., :m]
     diag = None if f.diag is None else _second_moment(layer, f.diag)
