@@ -23,7 +23,7 @@ import numpy as np
 
 from ntkfeat import _checks, _random, batching, compat
 from ntkfeat._pytree import pytree_dataclass
-from ntkfeat.features import branching, linear, random_features, sketch  # noqa: F401 (they register rules)
+from ntkfeat.features import branching, linear, random_features, rows, sketch  # noqa: F401 (they register rules)
 from ntkfeat.features.branching import ChildrenParams, CompressParams, WIDTH_SLACK
 from ntkfeat.features.oneshot_general import OneShotUnavailable
 from ntkfeat.features.oneshot import (
@@ -33,7 +33,7 @@ from ntkfeat.features.state import Branches, Features, Spec, input_spec
 from ntkfeat.features.table import ApplyContext, InitContext, apply_layer, init_layer
 from ntkfeat.layers.base import Layer
 from ntkfeat.layers.combinators import Parallel, Serial, check_layers
-from ntkfeat.layers.linear import Conv
+from ntkfeat.layers.linear import Conv, GlobalAvgPool
 from ntkfeat.layers.methods import RandomFeatures, Sketch
 
 _GETS = ("ntk", "nngp")
@@ -180,14 +180,37 @@ def _apply(params: FeatureMap, x, get: str, kwargs: dict):
             raise ValueError("one-shot NTK Sketch features approximate the NTK only; use Sketch(mode='layerwise') for "
                              "'nngp'")
         return oneshot_apply(params.params, x)
-    channels = x.shape[-1]
-    f = Features(x / math.sqrt(channels), None, jnp.sum(x * x, axis=-1) / channels)
-    f = apply_layer(params.layer, params.params, params.spec, f, ApplyContext(params.method, kwargs))
+    f = _streamed(params, x, kwargs)
+    if f is None:
+        channels = x.shape[-1]
+        f = Features(x / math.sqrt(channels), None, jnp.sum(x * x, axis=-1) / channels)
+        f = apply_layer(params.layer, params.params, params.spec, f, ApplyContext(params.method, kwargs))
     out = f.nngp if get == "nngp" else f.ntk
     if out is None:  # no Dense or Conv: the NTK is identically zero
         return jnp.zeros(x.shape[:-1] + (1,), x.dtype)
     sketch_ = getattr(params.output_sketch, get) if params.output_sketch is not None else None
     return branching.compress(sketch_, out, params.out_spec.renormalize)
+
+
+def _streamed(params: FeatureMap, x, kwargs: dict) -> Features | None:
+    """The output Features of a convolutional stack whose whole-image intermediates exceed a
+    step's budget, streamed over bands of rows up to its global pool (`features.rows`); None
+    where it does not apply (then whole images go through each layer)."""
+    layers = params.layer.layers
+    k = rows.streamable_prefix(layers) if not kwargs and x.ndim == 4 else None
+    if k is None:
+        return None
+    children, specs = params.params.children, params.params.specs
+    chunk = rows.chunk_rows(specs[: k + 1], x.shape[0], _batch_budget() // rows.STEP_FRACTION,
+                            jnp.dtype(x.dtype).itemsize)
+    if chunk is None:
+        return None
+    ctx = ApplyContext(params.method, kwargs)
+    f = rows.stream_pooled(layers[:k], children[:k], specs[:k], x, chunk, ctx,
+                           average=isinstance(layers[k], GlobalAvgPool))
+    for layer, p, s in zip(layers[k + 1 :], children[k + 1 :], specs[k + 1 :]):
+        f = apply_layer(layer, p, s, f, ctx)
+    return f
 
 
 _apply_jit = jax.jit(apply_feature_map, static_argnames="get")
