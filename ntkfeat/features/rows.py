@@ -3,8 +3,8 @@
 A stack of VALID, stride-1 convolutions and per-position layers (activations, Identity) that
 ends in a global pool maps each output position to a window of input rows, so its pooled
 features are a sum over bands of output rows. Whole-image arrays of the wide sketched features
-spill out of the CPU's cache, and every position costs more as images grow (NOTES.md: 1.09x /
-1.28x the 32-pixel cost per position at 64 / 128 pixels and dim 1024, 1.15x / 2.0x at dim
+spill out of the CPU's cache, and every position costs more as images grow (NOTES.md: 1.03x /
+1.13x the 32-pixel cost per position at 64 / 128 pixels and dim 1024, 1.25x / 1.77x at dim
 4096). Streamed, each step reads `chunk` new input rows of a batch, and every convolution
 prepends the last (filter height - 1) rows of its input from the previous step (a carry): no
 row is computed twice, and the working set is that of `chunk` rows. A first step on the first
