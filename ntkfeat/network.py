@@ -14,7 +14,6 @@ feature rule comes from the table in `ntkfeat.features.table`.
 from __future__ import annotations
 
 import dataclasses
-import math
 import warnings
 
 import jax
@@ -29,7 +28,7 @@ from ntkfeat.features.oneshot_general import OneShotUnavailable
 from ntkfeat.features.oneshot import (
     GeneralOneShotParams, OneShotParams, flat_layers, oneshot_apply, oneshot_init, oneshot_kernel_fn, oneshot_reason,
 )
-from ntkfeat.features.state import Branches, Features, Spec, input_spec
+from ntkfeat.features.state import Branches, Features, Spec, input_features, input_spec
 from ntkfeat.features.table import ApplyContext, InitContext, apply_layer, init_layer
 from ntkfeat.layers.base import Layer
 from ntkfeat.layers.combinators import Parallel, Serial, check_layers
@@ -182,9 +181,7 @@ def _apply(params: FeatureMap, x, get: str, kwargs: dict):
         return oneshot_apply(params.params, x)
     f = _streamed(params, x, kwargs)
     if f is None:
-        channels = x.shape[-1]
-        f = Features(x / math.sqrt(channels), None, jnp.sum(x * x, axis=-1) / channels)
-        f = apply_layer(params.layer, params.params, params.spec, f, ApplyContext(params.method, kwargs))
+        f = apply_layer(params.layer, params.params, params.spec, input_features(x), ApplyContext(params.method, kwargs))
     out = f.nngp if get == "nngp" else f.ntk
     if out is None:  # no Dense or Conv: the NTK is identically zero
         return jnp.zeros(x.shape[:-1] + (1,), x.dtype)

@@ -46,7 +46,7 @@ def _features(params, x, get):
 ], ids=["sketch-avg", "rf-sum"])
 def test_streamed_features_equal_whole_image_features(method, pool, gets, monkeypatch, count_streams):
     # 23 rows, receptive field 7: 17 output rows; budgets that give 1 row per step, and a chunk
-    # that leaves a zero-padded last step (whose rows must stay out of the pooled sum).
+    # that does not divide them (the first step then takes the 2 or 1 rows left over).
     init_fn, _, _ = nf.serial(*_stack(pool))
     x = _images()
     params = init_fn(jax.random.PRNGKey(1), (-1,) + x.shape[1:], method)
@@ -66,7 +66,7 @@ def test_streamed_features_equal_whole_image_features(method, pool, gets, monkey
             # float32 rounding of sums taken in another order: ~1e-7 of the largest entry
             np.testing.assert_allclose(streamed, whole, rtol=0, atol=1e-5 * float(jnp.max(jnp.abs(whole))))
         count_streams.clear()
-        assert chunks[0] == 1 and 17 % chunks[1]  # one row per step; a padded last step
+        assert chunks[0] == 1 and 17 % chunks[1]  # one row per step; a short first step
 
 
 def test_streaming_through_feature_fn_and_its_batches(monkeypatch, count_streams):

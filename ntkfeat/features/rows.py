@@ -7,9 +7,9 @@ spill out of the CPU's cache, and every position costs more as images grow (NOTE
 1.13x the 32-pixel cost per position at 64 / 128 pixels and dim 1024, 1.25x / 1.77x at dim
 4096). Streamed, each step reads `chunk` new input rows of a batch, and every convolution
 prepends the last (filter height - 1) rows of its input from the previous step (a carry): no
-row is computed twice, and the working set is that of `chunk` rows. A first step on the first
-`chunk + receptive field - 1` rows fills the carries; the remaining steps run in a `lax.scan`
-(the last one zero-padded, its extra rows left out of the pooled sum). Measured on 2 CPU cores
+row is computed twice, and the working set is that of `chunk` rows. A first step fills the
+carries and takes what is left over (1 to `chunk` output rows, on those plus the receptive field
+- 1 input rows); the other steps, `chunk` rows each, run in a `lax.scan`. Measured on 2 CPU cores
 (`python -m experiments.bench_rows`), this made the cost per position nearly flat in the image
 size and lower at every size, 32 pixels included.
 
@@ -19,12 +19,10 @@ different order); tests/test_rows.py checks it for both methods, both pools and 
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 
-from ntkfeat.features.state import Features
+from ntkfeat.features.state import Features, input_features
 from ntkfeat.features.table import apply_layer
 from ntkfeat.layers.activations import Activation
 from ntkfeat.layers.linear import Conv, GlobalAvgPool, GlobalSumPool, Identity
@@ -75,28 +73,13 @@ def _cat(a: Features, b: Features) -> Features:
     return Features(*(None if u is None else jnp.concatenate([u, v], axis=1) for u, v in zip(a, b)))
 
 
-def _sums(f: Features, mask=None):
-    def total(a):
-        if a is None:
-            return None
-        if mask is not None:
-            a = jnp.where(mask[None, :, None, None], a, 0.0)
-        return jnp.sum(a, axis=(1, 2))
-
-    return total(f.nngp), total(f.ntk)
-
-
-def _add(u, v):
-    return None if u is None else u + v
+def _sums(f: Features):
+    return tuple(None if a is None else jnp.sum(a, axis=(1, 2)) for a in (f.nngp, f.ntk))
 
 
 def stream_pooled(layers, params, specs, x, chunk: int, ctx, average: bool) -> Features:
     """The global pool's output Features of the prefix `layers` on images x (n, H, W, C),
     `chunk` output rows per step (see the module docstring)."""
-    channels = x.shape[-1]
-
-    def inputs(rows):
-        return Features(rows / math.sqrt(channels), None, jnp.sum(rows * rows, axis=-1) / channels)
 
     def run(f, carries=None):
         """The prefix on f; convolutions prepend their carries. Returns (output, new carries)."""
@@ -112,23 +95,17 @@ def stream_pooled(layers, params, specs, x, chunk: int, ctx, average: bool) -> F
 
     halo = sum(_window(l) - 1 for l in layers)
     out_rows = x.shape[1] - halo
-    steps = -(-(out_rows - chunk) // chunk)  # after the first step
-    first, carries = run(inputs(x[:, : halo + chunk]))
-    acc = _sums(first)
-    rest = x[:, halo + chunk :]
-    pad = steps * chunk - rest.shape[1]
-    rest = jnp.pad(rest, ((0, 0), (0, pad), (0, 0), (0, 0)))
-    rest = jnp.moveaxis(rest.reshape((x.shape[0], steps, chunk) + x.shape[2:]), 1, 0)
+    steps = (out_rows - 1) // chunk  # full steps after the first, which takes the remainder (1 to chunk rows)
+    head = halo + out_rows - steps * chunk
+    first, carries = run(input_features(x[:, :head]))
+    rest = x[:, head:].reshape((x.shape[0], steps, chunk) + x.shape[2:])
 
-    def step(state, rows_and_index):
-        rows, index = rows_and_index
+    def step(state, rows):
         carries, acc = state
-        out, carries = run(inputs(rows), carries)
-        valid = chunk + index * chunk + jnp.arange(chunk) < out_rows
-        acc = tuple(_add(a, b) for a, b in zip(acc, _sums(out, valid)))
-        return (carries, acc), None
+        out, carries = run(input_features(rows), carries)
+        return (carries, tuple(None if a is None else a + b for a, b in zip(acc, _sums(out)))), None
 
-    (_, (nngp, ntk)), _ = jax.lax.scan(step, (carries, acc), (rest, jnp.arange(steps)))
+    (_, (nngp, ntk)), _ = jax.lax.scan(step, (carries, _sums(first)), jnp.moveaxis(rest, 1, 0))
     if average:
         positions = out_rows * first.nngp.shape[2]
         nngp, ntk = nngp / positions, None if ntk is None else ntk / positions

@@ -78,3 +78,10 @@ def input_spec(input_shape: tuple[int, ...], renormalize: bool) -> Spec:
     """The description of the inputs x / sqrt(C): NNGP = <x, y> / C, no NTK yet."""
     return Spec(tuple(input_shape[:-1]), input_shape[-1], 0, True, -1.0, 1.0, 0.0, renormalize=renormalize,
                 channels=input_shape[-1])
+
+
+def input_features(x) -> Features:
+    """The Features of inputs x (n, ..., C): x / sqrt(C), no NTK yet, and NNGP(x, x) = |x|^2 / C
+    per position (see `input_spec`)."""
+    channels = x.shape[-1]
+    return Features(x / math.sqrt(channels), None, (x * x).sum(axis=-1) / channels)
