@@ -118,7 +118,8 @@ def iterate(fn: Callable, x, batch_size: int, kwargs: dict | None = None, *, pro
         if rows < batch_size and x.shape[0] <= batch_size:  # a single short batch: pad it to the devices
             xb, kw = pad_rows(xb, round_batch_size(rows)), {k: _cut(v, 0, rows, round_batch_size(rows))
                                                             for k, v in kw.items()}
-        yield start, fn(shard_rows(xb), **{k: shard_rows(v) for k, v in kw.items()})[:rows]
+        out = fn(shard_rows(xb), **{k: shard_rows(v) for k, v in kw.items()})
+        yield start, out if out.shape[0] == rows else out[:rows]  # a full batch: no slicing op
 
 
 def map_rows(fn: Callable, x, batch_size: int, kwargs: dict | None = None, *, progress: bool | None = None,

@@ -14,6 +14,9 @@ feature rule comes from the table in `ntkfeat.features.table`.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import os
+import pathlib
 import warnings
 
 import jax
@@ -36,12 +39,14 @@ from ntkfeat.layers.linear import Conv, GlobalAvgPool
 from ntkfeat.layers.methods import RandomFeatures, Sketch
 
 _GETS = ("ntk", "nngp")
-# Default memory for one batch's intermediates (bytes) where the device does not report its
-# memory (CPU); on accelerators, an eighth of the device memory. The batch size follows. On a
-# CPU the maps are bound by memory traffic, and batches whose intermediates stay near the
-# last-level cache run faster: 64 MB against 256 MB gave 1.1-1.9x the rows/s of the
-# fully-connected maps and 1.3-1.4x the images/s of the CNTK Sketch (NOTES.md, batch budget).
-DEFAULT_BATCH_BYTES = 1 << 26
+# Memory for one batch's intermediates (bytes) where the device does not report its memory
+# (CPU); on accelerators, an eighth of the device memory. The batch size follows. On a CPU the
+# maps are bound by memory traffic, and batches whose intermediates stay near the last-level
+# cache run faster (NOTES.md, batch budget): None takes the cache size (`cpu_cache_bytes`),
+# clamped to [16, 64] MB. An int here, or the environment variable NTKFEAT_BATCH_BYTES, sets it.
+DEFAULT_BATCH_BYTES = None
+ENV_BATCH_BYTES = "NTKFEAT_BATCH_BYTES"
+_CPU_BUDGET_RANGE = (16 << 20, 64 << 20)
 
 
 @pytree_dataclass(meta=("layer", "method", "input_shape", "mode", "spec", "out_spec"))
@@ -256,9 +261,40 @@ def check_inputs(x, input_shape: tuple[int, ...] | None, name: str = "x"):
 
 
 def _batch_budget() -> int:
+    env = os.environ.get(ENV_BATCH_BYTES, "").strip()
+    if env:
+        try:
+            value = int(float(env))
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise ValueError(f"{ENV_BATCH_BYTES}={env!r}: expected a positive number of bytes")
+        return value
     stats = jax.local_devices()[0].memory_stats() or {}  # another process's devices have no stats here
     limit = stats.get("bytes_limit")
-    return int(limit // 8) if limit else DEFAULT_BATCH_BYTES
+    if limit:
+        return int(limit // 8)
+    if DEFAULT_BATCH_BYTES is not None:
+        return DEFAULT_BATCH_BYTES
+    cache = cpu_cache_bytes()
+    low, high = _CPU_BUDGET_RANGE
+    return min(max(cache, low), high) if cache else 32 << 20
+
+
+@functools.cache
+def cpu_cache_bytes() -> int | None:
+    """The size of this CPU's largest cache (Linux sysfs), or None where it cannot be read."""
+    sizes = []
+    for entry in pathlib.Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            text = (entry / "size").read_text().strip().upper()
+        except OSError:
+            continue
+        unit = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+        digits = text[:-1] if text[-1:] in "KMG" else text
+        if digits.isdigit():
+            sizes.append(int(digits) * unit)
+    return max(sizes) if sizes else None
 
 
 def _specs(tree) -> list[Spec]:
@@ -313,7 +349,7 @@ def compute_features(params: FeatureMap, x, get: str = "ntk", *, batch_size: int
       params: from `init_fn`.
       x: inputs; NaN or inf raise an error, all-zero rows give zero features (without biases).
       get: 'ntk' (default) or 'nngp'.
-      batch_size: rows per batch (default: about 64 MB of intermediates on a CPU, an eighth of
+      batch_size: rows per batch (default: intermediates about the CPU's cache size, an eighth of
         the device memory on accelerators).
       progress: show a progress bar (default: with 8 or more batches, on a terminal or in Jupyter).
       **kwargs: pattern= (n, nodes, nodes) for Aggregate layers.

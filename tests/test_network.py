@@ -153,6 +153,27 @@ def test_float64(tabular, method):
         assert rel_fro(phi @ phi.T, k) < 0.15
 
 
+def test_cpu_batch_budget_follows_the_cache_and_the_environment(tabular, monkeypatch):
+    from ntkfeat import network
+
+    params = nf.serial(*fc_stack(nf, 2))[0](jax.random.PRNGKey(0), tabular.shape, nf.RandomFeatures(dim=512))
+    monkeypatch.delenv(network.ENV_BATCH_BYTES, raising=False)
+    monkeypatch.setattr(network, "DEFAULT_BATCH_BYTES", None)
+    low, high = network._CPU_BUDGET_RANGE
+    cache = network.cpu_cache_bytes()  # None off Linux: then 32 MB
+    expected = 32 << 20 if cache is None else min(max(cache, low), high)
+    assert network._batch_budget() == expected
+    # The batch shrinks with the budget (rows of intermediates, rounded to the devices).
+    monkeypatch.setenv(network.ENV_BATCH_BYTES, str(1 << 22))
+    small = network.default_batch_size(params)
+    monkeypatch.setenv(network.ENV_BATCH_BYTES, str(1 << 24))
+    assert network.default_batch_size(params) >= 3 * small
+    for bad in ("lots", "0", "-5"):
+        monkeypatch.setenv(network.ENV_BATCH_BYTES, bad)
+        with pytest.raises(ValueError, match="NTKFEAT_BATCH_BYTES"):
+            network.default_batch_size(params)
+
+
 @pytest.mark.parametrize("method", [nf.Sketch(dim=512), nf.Sketch(dim=512, mode="layerwise"), nf.RandomFeatures(dim=512, leverage=True)])
 def test_jit_batching_and_determinism(tabular, method):
     init_fn, feature_fn, _ = nf.serial(*fc_stack(nf, 2))

@@ -27,8 +27,9 @@ from ntkfeat.features.table import apply_layer
 from ntkfeat.layers.activations import Activation
 from ntkfeat.layers.linear import Conv, GlobalAvgPool, GlobalSumPool, Identity
 
-# A step gets this fraction of the batch budget: 16 MB of estimated intermediates on a CPU, the
-# best of the chunk sizes measured at 32-128 pixels and dims 1024 and 4096 (NOTES.md). On
+# A step gets this fraction of the batch budget: 4-16 MB of estimated intermediates on a CPU
+# (its budget follows the cache size); 16 MB was the best of the chunk sizes measured at 32-128
+# pixels and dims 1024 and 4096 on a 48 MB cache, 8 MB as good on a 32 MB one (NOTES.md). On
 # accelerators the budget is an eighth of the memory, so a step covers whole images there.
 STEP_FRACTION = 4
 # Streams only when it leaves at least this many steps: below, the carries' copies and a
