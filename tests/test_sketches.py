@@ -241,49 +241,31 @@ def test_real_dft_is_orthonormal(n):
     assert float(real_dft(a, 8) @ real_dft(b, 8)) == pytest.approx(float(a @ b), rel=1e-5)
 
 
-@pytest.mark.parametrize("blocks, own_u", [((48,), True), ((20, 28), False)])
-def test_paired_product_is_unbiased(blocks, own_u):
-    # [b0 x, b1 x (x) u, x (x) r] with r random columns (r_j = w_j . v / sqrt(k), w_j ~ N(0, I),
-    # so sum_j r_j r_j' estimates <v, v'>): the Gram estimates <x, x'> (b0 b0' + b1 b1' <u, u'> +
-    # <v, v'>). u's transform is its own, or borrowed from an SRHT of u (as at an activation).
-    from ntkfeat.features.random_features import paired_init, paired_product
-    from ntkfeat.sketches.srht import srht_init
+@pytest.mark.parametrize("blocks", [(48,), (20, 28)])
+def test_offset_product_unbiased_with_a_borrowed_spectrum(blocks):
+    # The last block comes with its spectrum rfft(D x) (a Spectrum), as random features pass
+    # their projection's first rotation: its Hartley rows are unbiased.
+    from ntkfeat.sketches.product import Spectrum
 
-    x, xp, u, up, v, vp = _unit(48), _unit(48), _unit(16), _unit(16), _unit(12), _unit(12)
-    b0, b1, b0p, b1p = 0.5, 0.4, 0.45, 0.35
-    exact = float(x @ xp) * (b0 * b0p + b1 * b1p * float(u @ up) + float(v @ vp))
+    x, xp, y, yp = _unit(48), _unit(48), _unit(16), _unit(16)
+    c = 0.6
+    exact = _product_exact(x, xp, y, yp, c)
+    n = 50  # >= the block's width; not a power of two
     est = []
-    for key in _keys(400, 11 + len(blocks)):
-        k_p, k_w, k_u = jax.random.split(key, 3)
-        p, width = paired_init(k_p, blocks, 16, (0.25, 0.16, 0.09), 80, own_u, jnp.float32, block_masses=blocks)
-        assert width == 80 and not p.exact_constant and not p.exact_linear
-        w = jax.random.normal(k_w, (12, p.residual))
-        lin = None if own_u else srht_init(k_u, 16, 8)
+    for key in _keys(300, 7 + len(blocks)):
+        k_s, k_p = jax.random.split(key)
+        signs = jax.random.rademacher(k_s, (blocks[-1],), jnp.float32)
+        borrowed = (None,) * (len(blocks) - 1) + (n,)
+        p, _ = sk.offset_product_init(k_p, blocks, 16, c, 64, borrowed=borrowed)
 
-        def feats(xv, uv, vv, c0, c1):
-            parts = jnp.asarray(xv)
-            parts = (parts[: blocks[0]], parts[blocks[0]:]) if len(blocks) > 1 else parts
-            su = None if own_u else jnp.fft.rfft(jnp.asarray(uv) * lin.signs, n=lin.fft_len)  # lin.fft_len == p.u_len
-            r = jnp.asarray(vv) @ w / p.residual**0.5
-            return paired_product(p, parts, jnp.asarray(uv), su, r, jnp.asarray(c0), jnp.asarray(c1))
+        def feats(v, w):
+            last = jnp.asarray(v[-blocks[-1]:])
+            parts = tuple(jnp.asarray(v[:blocks[0]]) for _ in blocks[:-1]) + (None,)
+            src = (None,) * (len(blocks) - 1) + (Spectrum(jnp.fft.rfft(last * signs, n=n), last),)
+            return sk.offset_product(p, parts, jnp.asarray(w), src)
 
-        est.append(float(feats(x, u, v, b0, b1) @ feats(xp, up, vp, b0p, b1p)))
+        est.append(float(feats(x, y) @ feats(xp, yp)))
     _check_mean(est, exact)
-
-
-def test_paired_product_is_exact_for_narrow_inputs():
-    # x of width 3 and u of width 4: b0 x and b1 x (x) u are written exactly (3 + 12 features),
-    # the rest of the width goes to the residual block.
-    from ntkfeat.features.random_features import paired_init, paired_product
-
-    p, width = paired_init(jax.random.PRNGKey(0), (3,), 4, (0.25, 0.16, 0.09), 64, True, jnp.float32)
-    assert p.exact_constant and p.exact_linear and p.residual == 64 - 15 and width == 64
-    x, u = RNG.randn(2, 3).astype(np.float32), RNG.randn(2, 4).astype(np.float32)
-    out = np.asarray(paired_product(p, jnp.asarray(x), jnp.asarray(u), None, jnp.zeros((2, p.residual)),
-                                    jnp.asarray([0.5, 0.5]), jnp.asarray([0.4, 0.4])))
-    g = out @ out.T
-    k = (x @ x.T) * (0.25 + 0.16 * (u @ u.T))
-    np.testing.assert_allclose(g, k, rtol=1e-5, atol=1e-6)
 
 
 def test_monomial_products_match_their_definition():

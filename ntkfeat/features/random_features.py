@@ -2,9 +2,8 @@
 
 With w ~ N(0, I), (w.z_x, w.z_y) is jointly Gaussian with the covariance the NNGP features z
 hold, so sigma(w.z) / sqrt(m) are unbiased features of the activation's dual kernel, and
-sigma'(w.z) / sqrt(m) of its derivative kernel; the NTK features are ntk (x) those, sketched
-by `paired_product`: its residual block pairs each random column with one Hartley row of the
-incoming NTK features (no transform of the columns: they are random already).
+sigma'(w.z) / sqrt(m) of its derivative kernel; the NTK features are ntk (x) those (a
+TensorSRHT, `sketches.product`).
 
 Mehler-centred. By Mehler's formula sigma(a) = a_0(q) + a_1(q) a / sqrt(q) + r(a), q = |z|^2,
 where r has no Hermite component of degree 0 or 1, so the three parts are uncorrelated and
@@ -46,10 +45,9 @@ from ntkfeat.features.state import Features, Spec
 from ntkfeat.features.table import register
 from ntkfeat.layers.activations import Activation, ExpNormalized, Hermite, HomogeneousDual, MehlerDual, derivative
 from ntkfeat.layers.methods import RandomFeatures
-from ntkfeat.sketches.product import OffsetProductParams, offset_product, offset_product_init
+from ntkfeat.sketches.product import OffsetProductParams, Spectrum, offset_product, offset_product_init
 from ntkfeat.sketches.srht import (
-    HartleyRows, SRHTParams, fft_length, hartley_gather, hartley_rows, real_dft, real_dft_weights, split_proportional,
-    srht, srht_init, stratified_indices,
+    SRHTParams, fft_length, real_dft, real_dft_weights, srht, srht_init,
 )
 
 # Coefficients below this (relative to the activation's scale) are taken as exactly zero: the
@@ -86,8 +84,8 @@ class StructuredProjection(NamedTuple):
     make each direction close to uniform on the sphere. O(N log N) per block of N outputs instead
     of O(d N): the dense product was most of the cost of wide layers.
 
-    R1 is the real DFT of D1 z, computed by one rfft. For even N, the spectrum's N real numbers
-    are packed into N / 2 complex ones
+    R1 is the real DFT of D1 z: its spectrum rfft(D1 z) is kept (the NTK product borrows its
+    Hartley rows). For even N, the spectrum's N real numbers are packed into N / 2 complex ones
     (the Nyquist term in the imaginary slot of the zero frequency), and R2, R3 are complex FFTs
     of length N / 2, with D2, D3 flipping real and imaginary parts apart: each an orthogonal map
     of R^N, one FFT and one pass, 0.7x the real-DFT stages of odd N. The normalizing factors are
@@ -98,10 +96,16 @@ class StructuredProjection(NamedTuple):
     radius: jax.Array  # (columns,) r_i sqrt(N / d), times the last normalizing factor
 
 
-def structured_project(p: StructuredProjection, z: jax.Array) -> jax.Array:
-    """(..., d) -> (..., columns)."""
+def structured_first_stage(p: StructuredProjection, z: jax.Array) -> jax.Array:
+    """(..., d) -> (..., blocks, N // 2 + 1): rfft(D1 z) at length N, per block."""
     n = p.rest.shape[-1]
-    r = jnp.fft.rfft(z[..., None, :] * p.first.astype(z.dtype), n=n, axis=-1)  # rfft(D1 z) per block
+    return jnp.fft.rfft(z[..., None, :] * p.first.astype(z.dtype), n=n, axis=-1)
+
+
+def structured_project(p: StructuredProjection, z: jax.Array, first=None) -> jax.Array:
+    """(..., d) -> (..., columns). `first`: `structured_first_stage(p, z)` when the caller has it."""
+    n = p.rest.shape[-1]
+    r = structured_first_stage(p, z) if first is None else first
     if n % 2 == 0:
         h = n // 2
         c = r[..., :h].at[..., 0].set(jax.lax.complex(r[..., 0].real, r[..., h].real))
@@ -208,22 +212,6 @@ def _coefficients(layer: Activation, q, derivative: bool):
     return a[..., 0], a[..., 1]
 
 
-def _derivative_masses(layer: Activation, q: float, constant: bool, linear: bool) -> tuple[float, float, float]:
-    """(b_0^2, b_1^2, E sigma'^2 - b_0^2 - b_1^2) at variance q: the shares of the derivative
-    kernel's diagonal in its constant, linear and residual parts (0 for a part left out)."""
-    dual = layer.dual()
-    if isinstance(dual, HomogeneousDual):
-        b = np.asarray(dual.derivative_coefficients(1), np.float64)
-        total = float(dual.f_prime(1.0))
-    else:
-        a, (second, _, _) = duals.host_mehler_coefficients(dual.fn_prime, [q], 1)
-        b, total = a[0], float(second[0])
-    c, l = (b[0] ** 2 if constant else 0.0), (b[1] ** 2 if linear else 0.0)
-    rest = total - b[0] ** 2 - b[1] ** 2
-    return float(c), float(l), float(rest if rest > _ZERO * max(total, 1e-300) else 0.0)
-
-
-
 def _second_moment(layer: Activation, diag):
     """E[sigma(sqrt(q) g)^2] at the exact diagonal q (the NNGP diagonal after the layer)."""
     dual = layer.dual()
@@ -257,7 +245,7 @@ def activation_init(layer: Activation, key, spec: Spec, ctx):
         _, (second_prime, _, _) = duals.host_mehler_coefficients(dual.fn_prime, [q], 0)
         nngp_scale = float(second[0])
         ntk_scale = spec.ntk_scale * float(second_prime[0]) if has_derivative else 0.0
-    m_nngp, m_ntk, _ = activation_widths(ctx, spec, nngp_scale, ntk_scale)
+    m_nngp, m_ntk, m_t = activation_widths(ctx, spec, nngp_scale, ntk_scale)
     check_widths(ctx, name, m_nngp, m_ntk, bool(has_derivative))
     d = spec.nngp_dim
     k_lin, k_w, k_prod = _random.split(key, 3)
@@ -268,19 +256,24 @@ def activation_init(layer: Activation, key, spec: Spec, ctx):
     lin_dim = d if d <= m_nngp // 2 else m_nngp // 2
     lin_dim = lin_dim if nngp_linear or t_linear else 0
     m1 = max(m_nngp - (lin_dim if nngp_linear else 0) - int(nngp_constant), 1)
+    columns = max(m1, m_t) if has_derivative else m1
+    weights, scale = gaussian_weights(k_w, d, columns, method, ctx.dtype)
+    # A structured projection of one block starts with the spectrum rfft(D1 z); the product's z
+    # block takes its Hartley rows from it (no transform of its own). (The SRHT of u could too,
+    # but rows of that same transform in two places raised the error of deep stacks: NOTES.md.)
+    shared = weights.rest.shape[-1] if isinstance(weights, StructuredProjection) and weights.first.shape[0] == 1 else 0
     linear = srht_init(k_lin, d, lin_dim, ctx.dtype) if 0 < lin_dim < d else None
-    product, ntk_width, residual = None, 0, 0
+    product, ntk_width = None, 0
     if has_derivative:
-        masses = _derivative_masses(layer, q, bool(b[0] > _ZERO * b_top), t_linear)
-        widths, block_masses = (spec.ntk_dim,), None
-        if spec.ntk_ends_with_nngp and spec.ntk_dim > d:  # ntk = [other, z]: two transforms, no concatenation
-            widths = (spec.ntk_dim - d, d)
-            block_masses = (max(spec.ntk_scale - spec.nngp_scale, 0.0), spec.nngp_scale)
-        product, ntk_width = paired_init(k_prod, widths, d, masses, m_ntk, linear is None, ctx.dtype, block_masses)
-        residual = product.residual
-    # One projection serves both: the NNGP features use its first m1 columns, the product's
-    # residual block its first `residual`.
-    weights, scale = gaussian_weights(k_w, d, max(m1, residual), method, ctx.dtype)
+        constant = 1.0 if b[0] > _ZERO * b_top else 0.0  # a placeholder: the real one is per row
+        t_dim = (lin_dim if t_linear else 0) + columns
+        blocks, mass, borrowed = spec.ntk_dim, None, None
+        if shared and spec.ntk_ends_with_nngp:  # ntk = [other, z]
+            other = spec.ntk_dim - d
+            blocks, borrowed = ((other, d), (None, shared)) if other else ((d,), (shared,))
+            mass = (max(spec.ntk_scale - spec.nngp_scale, 0.0), spec.nngp_scale) if other else None
+        product, ntk_width = offset_product_init(k_prod, blocks, t_dim, constant, m_ntk, ctx.dtype,
+                                                 weights=mass, borrowed=borrowed)
     params = ActivationRFParams(linear, weights, scale, product, m1, nngp_constant, nngp_linear, t_linear)
     out = spec._replace(
         nngp_dim=int(nngp_constant) + (lin_dim if nngp_linear else 0) + m1, ntk_dim=ntk_width, rho_min=-1.0,
@@ -290,172 +283,45 @@ def activation_init(layer: Activation, key, spec: Spec, ctx):
     return params, out
 
 
-def _columns(values, scale, count: int, columns: int, dtype):
-    """The first `count` of `columns` random features, scaled so that their inner products
-    still estimate the whole kernel (each column's scale is for all `columns`)."""
-    return values * (scale[:count] * (columns / count) ** 0.5).astype(dtype)
-
-
 def activation_apply(layer: Activation, params: ActivationRFParams, spec: Spec, f: Features, ctx) -> Features:
     z = f.nngp
     q = jnp.sum(z * z, axis=-1)  # the variance of w.z, the one the sampled features see
     inv_root = jnp.where(q > 0, jax.lax.rsqrt(jnp.where(q > 0, q, 1.0)), 0.0)
-    u = z * inv_root[..., None]
-    lin = su = None
+    weights, first = params.weights, None
+    if isinstance(weights, StructuredProjection) and weights.first.shape[0] == 1:
+        first = structured_first_stage(weights, z)  # (..., 1, N // 2 + 1): rfft(D1 z)
+    lin = None
     if params.nngp_linear or params.t_linear:
-        if params.linear is None:
-            lin = u
-        else:  # an SRHT of u, its spectrum kept for the NTK product's b_1 block
-            su = jnp.fft.rfft(u * params.linear.signs.astype(u.dtype), n=params.linear.fft_len, axis=-1)
-            lin = hartley_gather(su, params.linear.rows) * (1.0 / params.linear.out_dim) ** 0.5
-    a = project(params.weights, z)  # the one projection
+        u = z * inv_root[..., None]
+        lin = u if params.linear is None else srht(params.linear, u)
+    a = structured_project(weights, z, first) if first is not None else project(weights, z)  # the one projection
     m1, columns = params.nngp_columns, params.scale.shape[0]
     a1 = a[..., :m1]
     c0, c1 = _coefficients(layer, q, derivative=False)
+    residual = layer.fn(a1) - c0[..., None] - c1[..., None] * a1 * inv_root[..., None]
+    # The columns' scale is for all of them; the NNGP features average over their first m1.
     parts = [c0[..., None]] if params.nngp_constant else []
     if params.nngp_linear:
         parts.append(c1[..., None] * lin)
-    residual = layer.fn(a1) - c0[..., None] - c1[..., None] * a1 * inv_root[..., None]
-    parts.append(_columns(residual, params.scale, m1, columns, z.dtype))
+    parts.append(residual * (params.scale[:m1] * (columns / m1) ** 0.5).astype(z.dtype))
     nngp = jnp.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0]
     diag = None if f.diag is None else _second_moment(layer, f.diag)
     if f.ntk is None or params.product is None:
         return Features(nngp, None, diag)
     b0, b1 = _coefficients(layer, q, derivative=True)
-    p = params.product
-    r = None
-    if p.residual:
-        ak = a[..., : p.residual]
-        r = _fn_prime(layer)(ak) - b0[..., None] - b1[..., None] * ak * inv_root[..., None]
-        r = _columns(r, params.scale, p.residual, columns, z.dtype)
-    x = f.ntk if len(p.widths) == 1 else (f.ntk[..., : p.widths[0]], f.ntk[..., p.widths[0] :])
-    return Features(nngp, paired_product(p, x, u, su, r, b0, b1), diag)
+    d_residual = _fn_prime(layer)(a) - b0[..., None] - b1[..., None] * a * inv_root[..., None]
+    t_parts = [b1[..., None] * lin] if params.t_linear else []
+    t_parts.append(d_residual * params.scale.astype(z.dtype))
+    t = jnp.concatenate(t_parts, axis=-1) if len(t_parts) > 1 else t_parts[0]
+    if params.product.signs[-1] is not None:
+        ntk = offset_product(params.product, f.ntk, t, constant=b0)
+    else:  # the last block is z, whose spectrum the projection took
+        borrowed = Spectrum(first[..., 0, :], z)
+        other = f.ntk.shape[-1] - z.shape[-1]
+        x, src = ((f.ntk[..., :other], None), (None, borrowed)) if other else ((None,), (borrowed,))
+        ntk = offset_product(params.product, x, t, src, constant=b0)
+    return Features(nngp, ntk, diag)
 
-
-# ------------------------------------------------------------------------ paired product
-
-
-@pytree_dataclass(meta=("exact_constant", "exact_linear", "widths", "x_lens", "u_len", "residual"))
-class PairedProductParams:
-    """NTK features after an activation: x (x) t with t = [b_0, b_1 u, r], x the incoming NTK
-    features, as three blocks (see `paired_product`). x may come as a direct sum of blocks
-    [x_1, ..., x_B] (widths); each has its own transform H(D_b x_b), independent of every other
-    draw, and each sketch's rows are split over the blocks in proportion to their masses.
-
-    x_signs: per block, D_b. constant: per block, the rows for b_0 x (None: exact, or no b_0).
-    x_rows, u_rows: per block, the TensorSRHT row pairs of b_1 x (x) u (None: exact, or no b_1);
-    u_signs: u's own signs when the activation has no SRHT of u (None: it borrows that SRHT's
-    transform, `ActivationRFParams.linear`). pair: per block, the rows paired with residual
-    columns (block b takes the next len(pair[b]) columns); residual: how many columns in all.
-    """
-
-    x_signs: tuple
-    constant: tuple
-    x_rows: tuple
-    u_rows: tuple
-    u_signs: jax.Array | None
-    pair: tuple
-    exact_constant: bool
-    exact_linear: bool
-    widths: tuple[int, ...]
-    x_lens: tuple[int, ...]
-    u_len: int
-    residual: int
-
-
-def paired_init(key, widths, u_dim: int, masses, out_dim: int, own_u: bool, dtype, block_masses=None):
-    """Widths of the three blocks in proportion to their masses (b_0^2, b_1^2 and the residual's
-    second moment at the typical variance), a block exact where x (or x (x) u) fits its share.
-    Returns (params, output width)."""
-    widths = tuple(int(w) for w in widths)
-    x_dim = sum(widths)
-    block_masses = widths if block_masses is None else tuple(block_masses)
-    present = [i for i, m in enumerate(masses) if m > 0]
-    if not present:
-        raise ValueError("paired_init: the derivative kernel has no mass")
-    shares = dict(zip(present, split_proportional(out_dim, [masses[i] for i in present], minimum=1)))
-    k = [0, 0, 0]
-    exact_c = exact_u = False
-    if 0 in shares:
-        exact_c = x_dim <= shares[0]
-        k[0] = x_dim if exact_c else shares[0]
-        rest = [i for i in present if i != 0]
-        if rest:
-            shares.update(zip(rest, split_proportional(out_dim - k[0], [masses[i] for i in rest], minimum=1)))
-    if 1 in shares:
-        exact_u = x_dim * u_dim <= shares[1]
-        k[1] = x_dim * u_dim if exact_u else shares[1]
-    if 2 in shares:
-        k[2] = out_dim - k[0] - k[1]
-    if min(k[i] for i in present) < len(widths):
-        raise ValueError(f"out_dim={out_dim} leaves a block of the NTK product without features")
-    x_lens, u_len = tuple(fft_length(w) for w in widths), fft_length(u_dim)
-    keys = iter(_random.split(key, 4 * len(widths) + 2))
-
-    def rows(count, sketched=True):
-        if not count or not sketched:
-            return (None,) * len(widths)
-        ks = split_proportional(count, block_masses)
-        return tuple(hartley_rows(stratified_indices(next(keys), n, c), n, dtype) for n, c in zip(x_lens, ks))
-
-    x_rows = rows(k[1], not exact_u)
-    u_rows = tuple(None if r is None else hartley_rows(stratified_indices(next(keys), u_len, r.index.shape[0]), u_len, dtype)
-                   for r in x_rows)
-    params = PairedProductParams(
-        tuple(jnp.asarray(_random.rademacher(next(keys), (w,)), dtype) for w in widths),
-        rows(k[0], not exact_c), x_rows, u_rows,
-        jnp.asarray(_random.rademacher(next(keys), (u_dim,)), dtype) if own_u and k[1] and not exact_u else None,
-        rows(k[2]), exact_c, exact_u, widths, x_lens, u_len, k[2],
-    )
-    return params, sum(k)
-
-
-def paired_product(p: PairedProductParams, x, u, u_spectrum, residual, b0, b1):
-    """[b_0 x, b_1 x (x) u, x (x) r] sketched; the Gram estimates <x, x'> <t, t'>:
-
-    - b_0 x: exact, or an SRHT of x;
-    - b_1 x (x) u: exact (narrow x and u), or a TensorSRHT of x and u (u's transform borrowed
-      from the activation's SRHT of u when there is one: `u_spectrum`);
-    - x (x) r, paired: residual column j (r_j from one random direction w_j, scaled so that
-      sum_j r_j r_j' estimates the residual kernel) times one row of H(D_b x_b):
-      E H_P(D x) H_P(D x') = <x, x'> with D, P independent of w_j, so every term is unbiased
-      (block b's k_b of the k columns are scaled by sqrt(k / k_b)). The columns are random
-      already: no transform of r, no product of two sketches.
-
-    x: an array, or a tuple with one array per block.
-    """
-    blocks = tuple(x) if isinstance(x, (tuple, list)) else (x,)
-    spectra = [None] * len(blocks)
-
-    def gathered(b, rows):
-        if spectra[b] is None:
-            xb = blocks[b]
-            spectra[b] = jnp.fft.rfft(xb * p.x_signs[b].astype(xb.dtype), n=p.x_lens[b], axis=-1)
-        return hartley_gather(spectra[b], rows)
-
-    whole = lambda: jnp.concatenate(blocks, axis=-1) if len(blocks) > 1 else blocks[0]  # noqa: E731
-    outs = []
-    if p.exact_constant:
-        outs.append(b0[..., None] * whole())
-    else:
-        outs += [b0[..., None] * gathered(b, r) * (1.0 / r.index.shape[0]) ** 0.5
-                 for b, r in enumerate(p.constant) if r is not None]
-    if p.exact_linear:
-        xs = whole()
-        outs.append(b1[..., None] * (xs[..., :, None] * u[..., None, :]).reshape(xs.shape[:-1] + (-1,)))
-    elif p.x_rows[0] is not None:
-        if u_spectrum is None:
-            u_spectrum = jnp.fft.rfft(u * p.u_signs.astype(u.dtype), n=p.u_len, axis=-1)
-        for b, (xr, ur) in enumerate(zip(p.x_rows, p.u_rows)):
-            outs.append((b1 * (1.0 / xr.index.shape[0]) ** 0.5)[..., None] * gathered(b, xr)
-                        * hartley_gather(u_spectrum, ur))
-    start = 0
-    for b, r in enumerate(p.pair):
-        if r is not None:
-            kb = r.index.shape[0]
-            outs.append(gathered(b, r) * residual[..., start : start + kb] * (p.residual / kb) ** 0.5)
-            start += kb
-    return jnp.concatenate(outs, axis=-1) if len(outs) > 1 else outs[0]
 
 def _fn_prime(layer: Activation):
     dual = layer.dual()

@@ -19,6 +19,7 @@ averaged over a uniform row p, H(D x)_p H(D x')_p / N = <x, x'> whatever D and y
 
 from __future__ import annotations
 
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +29,15 @@ from ntkfeat._pytree import pytree_dataclass
 from ntkfeat.sketches.srht import (
     HartleyRows, fft_length, hartley_gather, hartley_rows, split_proportional, stratified_indices,
 )
+
+
+class Spectrum(NamedTuple):
+    """A borrowed block given with its spectrum: x (..., width) and values (..., N // 2 + 1) =
+    rfft(D x) zero-padded to N for some signs D, which the caller computes anyway (random
+    features' first rotation). Its Hartley rows sketch x as an SRHT's do."""
+
+    values: jax.Array
+    x: jax.Array
 
 
 @pytree_dataclass(meta=("constant", "exact_linear", "widths", "fft_lens", "y_fft_len"))
@@ -62,7 +72,8 @@ def offset_product_init(
       x_dim: the width of x, or a tuple of block widths.
       weights: per block, its expected squared norm (sets the split of rows between blocks).
       borrowed: per block, None or the `SRHTParams` whose transform (signs and length) the block
-        reuses; the same transform must be passed to `offset_product`.
+        reuses; the same transform must be passed to `offset_product`. Or an int N: the caller
+        passes the block's spectrum at length N (a `Spectrum`).
 
     Returns:
       (params, actual output width).
@@ -75,11 +86,14 @@ def offset_product_init(
     if len(borrowed) != len(widths) or len(weights) != len(widths):
         raise ValueError("borrowed and weights need one entry per block")
     for b, (w, src) in enumerate(zip(widths, borrowed)):
-        if src is not None and src.in_dim != w:
+        if isinstance(src, int):
+            if src < w:
+                raise ValueError(f"block {b} has width {w} but borrows a transform of length {src}")
+        elif src is not None and src.in_dim != w:
             raise ValueError(f"block {b} has width {w} but borrows a transform of width {src.in_dim}")
     keys = _random.split(key, 3 * len(widths) + 1)
     lens = tuple(
-        fft_length(w) if src is None else src.fft_len
+        fft_length(w) if src is None else src if isinstance(src, int) else src.fft_len
         for w, src in zip(widths, borrowed)
     )
     signs = tuple(
@@ -136,7 +150,8 @@ def offset_product(params: OffsetProductParams, x, y: jax.Array | None, borrowed
       y: the right factor (None when the params have no y).
       borrowed: per block, None or (transform, u, scale): the block is scale[..., None] * u and
         its transform is `transform` (SRHTParams) applied to u, computed once with the other
-        user of that transform when both see the same u.
+        user of that transform when both see the same u; or a `Spectrum` (the block and its
+        spectrum, which the caller has computed anyway).
       constant: c per row (an array of x's leading shape), replacing the params' constant
         (which then only says whether there is a c block: it must be nonzero).
     """
@@ -146,7 +161,11 @@ def offset_product(params: OffsetProductParams, x, y: jax.Array | None, borrowed
         raise ValueError(f"offset_product: {len(blocks)} blocks given, params have {len(params.widths)}")
     values, sources, spectra = [], [], {}
     for b, (xb, src) in enumerate(zip(blocks, borrowed)):
-        if src is None:
+        if isinstance(src, Spectrum):
+            xb = src.x
+            spectra[b] = src.values
+            sources.append((xb, None, params.fft_lens[b], None))
+        elif src is None:
             if xb is None or xb.shape[-1] != params.widths[b]:
                 raise ValueError(f"offset_product: block {b} must have width {params.widths[b]}")
             sources.append((xb, params.signs[b], params.fft_lens[b], None))
@@ -178,4 +197,4 @@ def offset_product(params: OffsetProductParams, x, y: jax.Array | None, borrowed
     return jnp.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0]
 
 
-__all__ = ["OffsetProductParams", "offset_product", "offset_product_init"]
+__all__ = ["OffsetProductParams", "Spectrum", "offset_product", "offset_product_init"]
