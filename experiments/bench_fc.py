@@ -4,6 +4,7 @@
     python -m experiments.bench_fc --errors             # + error vs neural-tangents, depth 1-3, dims 1024-8192
     python -m experiments.bench_fc --errors --datasets protein,kin8nm,power,naval --keys 3
     python -m experiments.bench_fc --interleaved --rows 8000 --methods "sketch q=8,sketch,rf,rf leverage"
+    python -m experiments.bench_fc --interleaved --rows 8000 --methods "sketch q=8,rf" --budgets 16,64
 
 Network: [Dense(W_std=sqrt 2), Relu] x depth, Dense(W_std=1). Throughput: each method in a fresh
 process (so that its peak memory is its own), rows per second after compilation over every row
@@ -105,7 +106,9 @@ def run_single(args):
 
 def interleaved(args):
     """Rows/s of every method in one process, compiled first, then `--passes` passes each in turn
-    (best kept): on a busy machine their ratios stay comparable where separate runs are not."""
+    (best kept): on a busy machine their ratios stay comparable where separate runs are not.
+    With --budgets, each method also runs at the batch sizes those batch budgets give (MB; the
+    library's default is labelled 'default')."""
     import jax
     import ntkfeat as nf
 
@@ -113,24 +116,30 @@ def interleaved(args):
     x = x[: args.rows] if args.rows else x
     init_fn, feature_fn, _ = nf.serial(*layers(nf, args.depth))
     names = args.methods.split(",")
+    budgets = [None] + [float(b) for b in args.budgets.split(",")] if args.budgets else [None]
     maps = {}
     for name in names:
         params = init_fn(jax.random.PRNGKey(0), x.shape, METHODS[name](nf, args.dim))
-        bs = nf.network.default_batch_size(params)
-        jax.block_until_ready(feature_fn(params, x[:bs], batch_size=bs))  # compile
-        maps[name] = (params, bs)
-    best = dict.fromkeys(names, float("inf"))
+        for mb in budgets:
+            bs = nf.network.default_batch_size(params, None if mb is None else int(mb * 2**20))
+            jax.block_until_ready(feature_fn(params, x[:bs], batch_size=bs))  # compile
+            maps[(name, mb)] = (params, bs)
+    best = dict.fromkeys(maps, float("inf"))
     for _ in range(args.passes):
-        for name in names:
-            params, bs = maps[name]
+        for key, (params, bs) in maps.items():
             t = time.perf_counter()
             for _, phi in nf.iterate_features(params, x, batch_size=bs):
                 jax.block_until_ready(phi)
-            best[name] = min(best[name], time.perf_counter() - t)
-    print(f"\n{args.dataset}, {len(x)} rows, depth {args.depth}, dim {args.dim}, interleaved, best of {args.passes}")
-    for name in names:
-        print(f"{name:>14}  {len(x) / best[name]:9.0f} rows/s  x {names[0]}: {best[names[0]] / best[name]:.3f}")
-    return {name: len(x) / best[name] for name in names}
+            best[key] = min(best[key], time.perf_counter() - t)
+    budget = nf.network._batch_budget() / 2**20
+    print(f"\n{args.dataset}, {len(x)} rows, depth {args.depth}, dim {args.dim}, interleaved, best of {args.passes}"
+          f" (default batch budget {budget:g} MB)")
+    first = (names[0], None)
+    for (name, mb), (_, bs) in maps.items():
+        label = name if mb is None else f"{name} @{mb:g}MB"
+        print(f"{label:>22}  batch {bs:5d}  {len(x) / best[(name, mb)]:9.0f} rows/s  x {names[0]}: "
+              f"{best[first] / best[(name, mb)]:.3f}")
+    return {(name if mb is None else f"{name} @{mb:g}MB"): len(x) / best[(name, mb)] for name, mb in maps}
 
 
 def throughput(args):
@@ -191,6 +200,8 @@ def main(argv=None):
     ap.add_argument("--interleaved", action="store_true",
                     help="time the methods in one process, in turns (ratios to the first method)")
     ap.add_argument("--passes", type=int, default=3, help="passes per method with --interleaved")
+    ap.add_argument("--budgets", default=None,
+                    help="with --interleaved: also time each method at these batch budgets (MB, comma-separated)")
     ap.add_argument("--no-throughput", action="store_true")
     ap.add_argument("--datasets", default="protein")
     ap.add_argument("--error-methods", default="sketch q=2,sketch q=8,rf,rf leverage")

@@ -130,7 +130,8 @@ def _refit(selection: solvers.LambdaSelection, fit: Callable, rule: str):
                      f"{lambdas.max():.3g}); give larger solver.lambdas")
 
 
-def fit_features(stream: Callable, y: np.ndarray, m: int, solver: dict, metric: str, seed: int) -> Fit:
+def fit_features(stream: Callable, y: np.ndarray, m: int, solver: dict, metric: str, seed: int,
+                 groups: np.ndarray | None = None) -> Fit:
     """Ridge on features of the training rows.
 
     Args:
@@ -143,6 +144,8 @@ def fit_features(stream: Callable, y: np.ndarray, m: int, solver: dict, metric: 
       solver: the resolved `solver` section.
       metric: 'mse' or 'accuracy' (selection score).
       seed: seeds the validation split.
+      groups: (n,) labels of rows kept on one side of the validation split (a flip-augmented
+        image and its mirror), or None.
     """
     n, k = y.shape
     path = choose_path(n, m, solver)
@@ -150,7 +153,7 @@ def fit_features(stream: Callable, y: np.ndarray, m: int, solver: dict, metric: 
         z = jnp.concatenate([phi for _, phi in stream(None, "train features")])
         lambdas = _lambdas(solver, float(jnp.sum(jnp.square(z.astype(jnp.float32)))), n)
         sel = solvers.select_lambda(z, y, lambdas, method=solver["selection"], val_fraction=solver["val_fraction"],
-                                    folds=solver["folds"], seed=seed, metric=metric)
+                                    folds=solver["folds"], seed=seed, metric=metric, groups=groups)
         lam, score, model, note = _refit(sel, lambda lam: solvers.fit_ridge(z, y, lam), solver["selection"])
         return Fit(lam, score, path, _linear(model.weights), note)
 
@@ -161,7 +164,8 @@ def fit_features(stream: Callable, y: np.ndarray, m: int, solver: dict, metric: 
         lam, score, model, note = _refit(sel, lambda lam: solvers.fit_ridge_gram(state, lam), "gcv")
         return Fit(lam, score, path, _linear(model.weights), note)
 
-    (train, val), = solvers.validation_splits(n, "holdout", val_fraction=solver["val_fraction"], seed=seed)
+    (train, val), = solvers.validation_splits(n, "holdout", val_fraction=solver["val_fraction"], seed=seed,
+                                              groups=groups)
     if path == "iterative":
         return _fit_iterative(stream, y, m, solver, metric, seed, train, val)
 
@@ -221,12 +225,13 @@ def _fit_iterative(stream, y, m, solver, metric, seed, train, val) -> Fit:
     return Fit(lam, score, "iterative", _linear(fit(order, lam)))
 
 
-def fit_kernel(k_train: np.ndarray, y: np.ndarray, solver: dict, metric: str, seed: int) -> KernelFit:
+def fit_kernel(k_train: np.ndarray, y: np.ndarray, solver: dict, metric: str, seed: int,
+               groups: np.ndarray | None = None) -> KernelFit:
     """Exact kernel ridge: KernelFit(lambda, validation score, alpha (n, k), note), lambda by the
-    same rule (solver.selection) as `fit_features`."""
+    same rule (solver.selection, the same groups) as `fit_features`."""
     sel = solvers.select_lambda_kernel(k_train, y, solver["lambdas"], method=solver["selection"],
                                        val_fraction=solver["val_fraction"], folds=solver["folds"], seed=seed,
-                                       metric=metric)
+                                       metric=metric, groups=groups)
     return KernelFit(*_refit(sel, lambda lam: solvers.kernel_ridge_fit(k_train, y, lam), solver["selection"]))
 
 

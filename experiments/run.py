@@ -107,6 +107,12 @@ def _averages_flips(ds) -> bool:
     return ds.info.get("flip") == "average"
 
 
+def _split_groups(ds, n_train: int) -> np.ndarray | None:
+    """data.flip: augment: each image and its mirror (rows 2i, 2i + 1) stay on one side of the
+    lambda-selection split, so that validation rows are not mirrors of training rows."""
+    return np.arange(n_train) // 2 if ds.info.get("flip") == "augment" else None
+
+
 def _exact_kernel(network: Network, x1, x2=None, *, average_flips: bool = False, **kwargs) -> np.ndarray:
     """exact_kernel, or with average_flips the kernel of flip-averaged features,
     (K(x, y) + K(x, fy) + K(fx, y) + K(fx, fy)) / 2 (three blocks for x2 None, four otherwise)."""
@@ -299,7 +305,8 @@ def execute_run(plan: Plan, run: Run, references: References) -> dict:
                                desc="exact test kernel", float64=float64)
         t1 = time.perf_counter()
         references.offer(run.data, k_train)
-        lam, val_score, alpha, fit_note = fitting.fit_kernel(k_train, y_train, solver, metric, config["seed"])
+        lam, val_score, alpha, fit_note = fitting.fit_kernel(k_train, y_train, solver, metric, config["seed"],
+                                                             groups=_split_groups(ds, run.n_train))
         record["note"] = "; ".join(filter(None, [record["note"], fit_note])) or None
         predictions = solvers.kernel_ridge_predict(k_test, alpha)
         references.offer_predictions(run.data, run.n_train, run.n_test, predictions)
@@ -326,7 +333,8 @@ def execute_run(plan: Plan, run: Run, references: References) -> dict:
 
     if solver is not None:
         t0 = time.perf_counter()
-        fit = fitting.fit_features(stream, y_train, m, solver, metric, config["seed"])
+        fit = fitting.fit_features(stream, y_train, m, solver, metric, config["seed"],
+                                   groups=_split_groups(ds, run.n_train))
         record["note"] = "; ".join(filter(None, [record["note"], fit.note])) or None
         test = feature_batches(fm, params, x_test, None, batch, timer, f"{name} test features")
         pairs = [(fit.predict(phi), y_test[s:s + len(phi)]) for s, phi in test]

@@ -396,3 +396,15 @@ def test_sketch_defaults_are_the_library_defaults():
     library = nf.Sketch()
     for key in ("degree", "mode", "fit", "width", "renormalize"):
         assert defaults[key] == getattr(library, key), key
+
+
+def test_flip_augmented_rows_are_split_with_their_mirrors():
+    # Lambda selection keeps each image and its mirror (rows 2i, 2i + 1) on one side of the split.
+    from ntkfeat.data import load_dataset
+    from experiments.run import _split_groups
+
+    aug = load_dataset("digits", images=True, n_train=30, n_test=10, seed=3, flip="augment")
+    groups = _split_groups(aug, 60)
+    np.testing.assert_array_equal(groups, np.arange(60) // 2)
+    assert aug.info["train_flipped"][groups == 4].tolist() == [False, True]
+    assert _split_groups(load_dataset("digits", images=True, n_train=30, n_test=10, seed=3), 30) is None

@@ -189,6 +189,36 @@ def test_select_lambda_scores_equal_refitting(method, form):
     assert sel.lam == lambdas[np.argmin(sel.scores)]
 
 
+@pytest.mark.parametrize("method", ["holdout", "kfold"])
+def test_validation_splits_keep_groups_together(method):
+    # Rows 2i and 2i + 1 (an image and its mirror under flip augmentation) share a group: no
+    # split may put one on each side. Singleton groups give exactly the ungrouped splits.
+    n = 61  # the last group has one row
+    groups = np.arange(n) // 2
+    splits = S.validation_splits(n, method, val_fraction=0.2, folds=4, seed=2, groups=groups)
+    for train, val in splits:
+        assert not set(groups[train]) & set(groups[val])
+        assert sorted(np.concatenate([train, val]).tolist()) == list(range(n))
+    if method == "holdout":
+        (_, val), = splits
+        assert round(0.2 * n) <= len(val) <= round(0.2 * n) + 1  # whole groups, at least the share
+    else:
+        assert sorted(np.concatenate([v for _, v in splits]).tolist()) == list(range(n))
+    plain = S.validation_splits(n, method, val_fraction=0.2, folds=4, seed=2)
+    single = S.validation_splits(n, method, val_fraction=0.2, folds=4, seed=2, groups=np.arange(n))
+    for (t1, v1), (t2, v2) in zip(plain, single):
+        np.testing.assert_array_equal(np.sort(v1), np.sort(v2))
+    # select_lambda scores the grouped splits (same as refitting on them by hand)
+    z, y = problem(n, 12, 2, seed=8, noise=2.0)
+    lambdas = np.array([0.0, 0.1, 3.0, 30.0])
+    sel = S.select_lambda(z, y, lambdas, method=method, val_fraction=0.2, folds=4, seed=2, groups=groups)
+    np.testing.assert_allclose(sel.scores, brute_force_scores(z, y, lambdas, splits, "mse"), rtol=1e-8)
+    with pytest.raises(ValueError, match="one label per row"):
+        S.validation_splits(n, method, groups=groups[:-1])
+    with pytest.raises(ValueError, match="2 groups"):
+        S.validation_splits(n, method, groups=np.zeros(n))
+
+
 def test_select_lambda_finds_interior_optimum():
     """Weights w ~ N(0, tau^2 I), noise N(0, sigma^2): the posterior mean is ridge with
     lam* = sigma^2 / tau^2 = 100, inside the default grid (trace / n ~ m = 80, times 1e-8 to 1e2).

@@ -103,27 +103,48 @@ def _check_options(metric: str, method: str = "holdout", k: int | None = None) -
 
 
 def validation_splits(n: int, method: str = "holdout", *, val_fraction: float = 0.1, folds: int = 5,
-                      seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+                      seed: int = 0, groups=None) -> list[tuple[np.ndarray, np.ndarray]]:
     """(train_rows, val_rows) index pairs from a random permutation of range(n) made from `seed`.
 
     'holdout': one split with round(val_fraction * n) validation rows (at least 1, at most n - 1).
     'kfold': `folds` splits whose validation parts partition the rows (sizes differ by at most 1).
+    groups: (n,) labels of rows that must stay on the same side (an image and its mirror image
+      under flip augmentation: otherwise the validation score sees near-copies of training rows
+      and favours too little regularization). Then the permutation is of the groups: holdout
+      takes whole groups until round(val_fraction * n) rows, folds partition the groups.
     """
     if method not in _SPLIT_METHODS:
         hint = " ('gcv' and 'loo' use every row, without splits)" if method in _METHODS else ""
         raise ValueError(f"method must be one of {_SPLIT_METHODS}, got {method!r}{hint}")
     if n < 2:
         raise ValueError(f"validation needs at least 2 rows, got {n}")
-    order = np.asarray(_random.permutation(jax.random.PRNGKey(seed), n))
+    if groups is None:
+        members = None  # every row its own group
+    else:
+        groups = np.asarray(groups)
+        if groups.shape != (n,):
+            raise ValueError(f"groups must have one label per row, shape ({n},), got {groups.shape}")
+        labels, inverse = np.unique(groups, return_inverse=True)
+        if len(labels) < 2:
+            raise ValueError("validation needs at least 2 groups of rows")
+        members = [np.flatnonzero(inverse == g) for g in range(len(labels))]
+    units = n if members is None else len(members)
+    order = np.asarray(_random.permutation(jax.random.PRNGKey(seed), units))
     if method == "holdout":
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
         n_val = min(max(int(round(val_fraction * n)), 1), n - 1)
+        if members is not None:  # whole groups, until at least n_val rows (and one group left)
+            sizes = np.cumsum([len(members[g]) for g in order])
+            n_val = min(int(np.searchsorted(sizes, n_val)) + 1, units - 1)
         parts = [order[:n_val]]
     else:
-        if not isinstance(folds, (int, np.integer)) or not 2 <= folds <= n:
-            raise ValueError(f"folds must be an integer in [2, n={n}], got {folds!r}")
+        if not isinstance(folds, (int, np.integer)) or not 2 <= folds <= units:
+            kind = "rows" if members is None else "groups"
+            raise ValueError(f"folds must be an integer in [2, {units}] (the number of {kind}), got {folds!r}")
         parts = np.array_split(order, folds)
+    if members is not None:
+        parts = [np.concatenate([members[g] for g in part]) for part in parts]
     splits = []
     for val in parts:
         mask = np.zeros(n, bool)
@@ -187,7 +208,7 @@ def _pooled(fold_results):
 
 
 def select_lambda(z, y, lambdas=None, *, method: str = "holdout", val_fraction: float = 0.1, folds: int = 5,
-                  seed: int = 0, metric: str = "mse", form: str = "auto") -> LambdaSelection:
+                  seed: int = 0, metric: str = "mse", form: str = "auto", groups=None) -> LambdaSelection:
     """The ridge regularization with the best validation score, among a grid.
 
     Args:
@@ -201,6 +222,8 @@ def select_lambda(z, y, lambdas=None, *, method: str = "holdout", val_fraction: 
       folds: number of folds for 'kfold'.
       seed: the split's permutation comes from jax.random.PRNGKey(seed) (holdout, kfold).
       metric: 'mse' or 'accuracy' (gcv and loo always score the MSE: see the module docstring).
+      groups: (n,) labels of rows kept on the same side of every split (`validation_splits`);
+        holdout and kfold only (GCV and LOO leave out single rows).
       form: 'primal' (eigendecomposition of the m x m train Gram), 'dual' (of the n_t x n_t train
         kernel Z_t Z_t^T) or 'auto': dual when the largest train part (all n rows for gcv and
         loo) has fewer rows than m.
@@ -215,7 +238,7 @@ def select_lambda(z, y, lambdas=None, *, method: str = "holdout", val_fraction: 
     n, m = z.shape
     _check_options(metric, method, y.shape[1])
     if method in _SPLIT_METHODS:
-        splits = validation_splits(n, method, val_fraction=val_fraction, folds=folds, seed=seed)
+        splits = validation_splits(n, method, val_fraction=val_fraction, folds=folds, seed=seed, groups=groups)
     elif n < 2:
         raise ValueError(f"{method} selection needs at least 2 rows, got {n}")
     with x64():
@@ -244,15 +267,15 @@ def select_lambda(z, y, lambdas=None, *, method: str = "holdout", val_fraction: 
 
 
 def select_lambda_kernel(k_train, y, lambdas=None, *, method: str = "holdout", val_fraction: float = 0.1,
-                         folds: int = 5, seed: int = 0, metric: str = "mse") -> LambdaSelection:
+                         folds: int = 5, seed: int = 0, metric: str = "mse", groups=None) -> LambdaSelection:
     """`select_lambda` for exact kernel ridge: one eigendecomposition of K_tt per fold.
 
     Args:
       k_train: (n, n) kernel matrix of the training rows (symmetric positive semi-definite).
       y: (n, k) targets (or (n,)).
       lambdas: candidates >= 0 (default: `default_lambdas(trace(K), n)`).
-      method, val_fraction, folds, seed, metric: as in `select_lambda` ('gcv' and 'loo' use one
-        eigendecomposition of the whole K).
+      method, val_fraction, folds, seed, metric, groups: as in `select_lambda` ('gcv' and 'loo'
+        use one eigendecomposition of the whole K).
 
     Returns:
       LambdaSelection(lam, lambdas, scores, metric).
@@ -262,7 +285,7 @@ def select_lambda_kernel(k_train, y, lambdas=None, *, method: str = "holdout", v
     _check_options(metric, method, y.shape[1])
     n = k_train.shape[0]
     if method in _SPLIT_METHODS:
-        splits = validation_splits(n, method, val_fraction=val_fraction, folds=folds, seed=seed)
+        splits = validation_splits(n, method, val_fraction=val_fraction, folds=folds, seed=seed, groups=groups)
     elif n < 2:
         raise ValueError(f"{method} selection needs at least 2 rows, got {n}")
     with x64():
