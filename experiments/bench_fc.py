@@ -107,8 +107,8 @@ def run_single(args):
 def interleaved(args):
     """Rows/s of every method in one process, compiled first, then `--passes` passes each in turn
     (best kept): on a busy machine their ratios stay comparable where separate runs are not.
-    With --budgets, each method also runs at the batch sizes those batch budgets give (MB; the
-    library's default is labelled 'default')."""
+    With --budgets, each method also runs at the batch sizes those batch budgets give (MB),
+    labelled 'name @<MB>MB'; the unlabelled row is the library's default budget."""
     import jax
     import ntkfeat as nf
 
