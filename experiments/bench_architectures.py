@@ -33,6 +33,7 @@ combinators: the Wide-ResNet of configs/wide_resnet.yaml and Myrtle-5 (the layer
 from __future__ import annotations
 
 import argparse
+import re
 import pathlib
 import time
 import warnings
@@ -146,7 +147,7 @@ def bench_activations(args) -> str:
     name, x, timed = load_rows(args.rows, args.rows_timed)
     acts = activations(nf)
     if args.activations:
-        wanted = args.activations.split(",")
+        wanted = [a.strip() for a in re.split(r",(?![^()]*\))", args.activations)]  # "ABRelu(-0.5, 1)" stays whole
         unknown = [a for a in wanted if a not in acts]
         if unknown:
             raise SystemExit(f"unknown activation(s) {unknown}; choose from {', '.join(acts)}")

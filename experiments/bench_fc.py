@@ -5,6 +5,8 @@
     python -m experiments.bench_fc --errors --datasets protein,kin8nm,power,naval --keys 3
     python -m experiments.bench_fc --interleaved --rows 8000 --methods "sketch q=8,sketch,rf,rf leverage"
     python -m experiments.bench_fc --interleaved --rows 8000 --methods "sketch q=8,rf" --budgets 16,64
+    python -m experiments.bench_fc --interleaved --rows 10000 --methods "rf,rf leverage" \
+        --public ~/ntk-sketch-rf --public-python ~/torch-venv/bin/python
 
 Network: [Dense(W_std=sqrt 2), Relu] x depth, Dense(W_std=1). Throughput: each method in a fresh
 process (so that its peak memory is its own), rows per second after compilation over every row
@@ -12,6 +14,12 @@ of the dataset, and the time to draw the parameters. Errors: relative Frobenius 
 |Phi Phi^T - K|_F / |K|_F against neural-tangents' `kernel_fn(x, x, 'ntk')` on 500 standardized
 rows, averaged over --keys keys. Reference figures of the public PyTorch code on this kind of
 2-core machine (ALGORITHMS.md section 9) are printed beside ours as ratios.
+
+--public DIR (with --interleaved) times the public random features themselves on the same rows,
+before and after this library's passes: DIR is a checkout of the public repository (its
+ntk_random_features.py), run by --public-python (a Python with PyTorch; default this one) in
+its own process, with m1 = m0 = ms = dim / 2 (output width dim) and batches of
+--public-batch rows; the leverage sampler's time is reported apart and left out of rows/s.
 """
 
 from __future__ import annotations
@@ -43,6 +51,10 @@ METHODS = {
     "sketch q=8 layerwise": lambda nf, d: nf.Sketch(dim=d, degree=8, mode="layerwise"),
     "rf": lambda nf, d: nf.RandomFeatures(dim=d),
     "rf leverage": lambda nf, d: nf.RandomFeatures(dim=d, leverage=True),
+    # Dense Gaussian weights: one (width x columns) matmul per layer, the public code's kind of
+    # projection (it draws two such matrices per layer), as a same-run reference point.
+    "rf dense": lambda nf, d: nf.RandomFeatures(dim=d, projection="dense"),
+    "rf leverage dense": lambda nf, d: nf.RandomFeatures(dim=d, leverage=True, projection="dense"),
 }
 
 
@@ -104,6 +116,53 @@ def run_single(args):
     }), flush=True)
 
 
+# Run in a subprocess with a PyTorch Python: times the public NtkFeatureMapOps on the saved rows.
+_PUBLIC_SCRIPT = r"""
+import json, sys, time
+import numpy as np, torch
+cfg = json.loads(sys.argv[1])
+sys.path.insert(0, cfg["dir"])
+from ntk_random_features import NtkFeatureMapOps
+torch.set_num_threads(cfg["threads"])
+x = torch.from_numpy(np.load(cfg["rows"]))
+half = cfg["dim"] // 2
+for leverage in cfg["leverage"]:
+    torch.manual_seed(0); np.random.seed(0)
+    t = time.perf_counter()
+    maps = NtkFeatureMapOps(cfg["depth"], x.shape[1], m1=half, m0=half, ms=half, do_leverage=leverage)
+    init_s = time.perf_counter() - t
+    best = float("inf")
+    with torch.no_grad():
+        for _ in range(cfg["passes"]):
+            t = time.perf_counter()
+            for i in range(0, len(x), cfg["batch"]):
+                _, z = maps(x[i : i + cfg["batch"]])
+            best = min(best, time.perf_counter() - t)
+    print("RESULT " + json.dumps({"leverage": leverage, "rows_per_s": len(x) / best, "init_s": init_s,
+                                  "out_dim": int(z.shape[1])}), flush=True)
+"""
+
+
+def time_public(args, x, leverage):
+    """{leverage flag: rows/s} of the public random features on rows x (see --public)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "rows.npy")
+        np.save(path, np.asarray(x, np.float32))
+        cfg = {"dir": os.path.expanduser(args.public), "rows": path, "depth": args.depth, "dim": args.dim,
+               "batch": args.public_batch, "passes": 2, "threads": os.cpu_count(), "leverage": sorted(leverage)}
+        proc = subprocess.run([os.path.expanduser(args.public_python), "-c", _PUBLIC_SCRIPT, json.dumps(cfg)],
+                              capture_output=True, text=True)
+    found = [json.loads(l[7:]) for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+    if proc.returncode or not found:
+        raise SystemExit(f"--public: the public code failed (exit code {proc.returncode}):\n{proc.stderr[-2000:]}")
+    for r in found:
+        print(f"  public RF (leverage={r['leverage']}, m1 = m0 = ms = {args.dim // 2}, batch {args.public_batch}): "
+              f"{r['rows_per_s']:,.0f} rows/s (parameters {r['init_s']:.1f} s)", flush=True)
+    return {r["leverage"]: r["rows_per_s"] for r in found}
+
+
 def interleaved(args):
     """Rows/s of every method in one process, compiled first, then `--passes` passes each in turn
     (best kept): on a busy machine their ratios stay comparable where separate runs are not.
@@ -124,6 +183,11 @@ def interleaved(args):
             bs = nf.network.default_batch_size(params, None if mb is None else int(mb * 2**20))
             jax.block_until_ready(feature_fn(params, x[:bs], batch_size=bs))  # compile
             maps[(name, mb)] = (params, bs)
+    rf_leverage = {("leverage" in n) for n in names if n.startswith("rf")}
+    public = []
+    if args.public and rf_leverage:
+        print("public code, before this library's passes:", flush=True)
+        public.append(time_public(args, x, rf_leverage))
     best = dict.fromkeys(maps, float("inf"))
     for _ in range(args.passes):
         for key, (params, bs) in maps.items():
@@ -131,15 +195,25 @@ def interleaved(args):
             for _, phi in nf.iterate_features(params, x, batch_size=bs):
                 jax.block_until_ready(phi)
             best[key] = min(best[key], time.perf_counter() - t)
+    if public:
+        print("public code, after:", flush=True)
+        public.append(time_public(args, x, rf_leverage))
+    # The faster of its two timings (the ratio to it is the conservative one).
+    public_best = {lev: max(p[lev] for p in public) for lev in rf_leverage} if public else {}
     budget = nf.network._batch_budget() / 2**20
     print(f"\n{args.dataset}, {len(x)} rows, depth {args.depth}, dim {args.dim}, interleaved, best of {args.passes}"
           f" (default batch budget {budget:g} MB)")
     first = (names[0], None)
     for (name, mb), (_, bs) in maps.items():
         label = name if mb is None else f"{name} @{mb:g}MB"
+        vs = public_best.get("leverage" in name) if name.startswith("rf") else None
         print(f"{label:>22}  batch {bs:5d}  {len(x) / best[(name, mb)]:9.0f} rows/s  x {names[0]}: "
-              f"{best[first] / best[(name, mb)]:.3f}")
-    return {(name if mb is None else f"{name} @{mb:g}MB"): len(x) / best[(name, mb)] for name, mb in maps}
+              f"{best[first] / best[(name, mb)]:.3f}"
+              + ("" if vs is None else f"  x public RF: {len(x) / best[(name, mb)] / vs:.2f}"))
+    out = {(name if mb is None else f"{name} @{mb:g}MB"): len(x) / best[(name, mb)] for name, mb in maps}
+    if public:
+        out["public"] = [{str(k): v for k, v in p.items()} for p in public]
+    return out
 
 
 def throughput(args):
@@ -202,6 +276,10 @@ def main(argv=None):
     ap.add_argument("--passes", type=int, default=3, help="passes per method with --interleaved")
     ap.add_argument("--budgets", default=None,
                     help="with --interleaved: also time each method at these batch budgets (MB, comma-separated)")
+    ap.add_argument("--public", default=None,
+                    help="with --interleaved: a checkout of the public code, timed beside this library")
+    ap.add_argument("--public-python", default=sys.executable, help="a Python with PyTorch for --public")
+    ap.add_argument("--public-batch", type=int, default=1000, help="rows per call of the public code")
     ap.add_argument("--no-throughput", action="store_true")
     ap.add_argument("--datasets", default="protein")
     ap.add_argument("--error-methods", default="sketch q=2,sketch q=8,rf,rf leverage")

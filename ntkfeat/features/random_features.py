@@ -46,8 +46,9 @@ from ntkfeat.features.table import register
 from ntkfeat.layers.activations import Activation, ExpNormalized, Hermite, HomogeneousDual, MehlerDual, derivative
 from ntkfeat.layers.methods import RandomFeatures
 from ntkfeat.sketches.product import OffsetProductParams, Spectrum, offset_product, offset_product_init
+from ntkfeat.sketches.fold import FoldSketchParams, fold_sketch, fold_sketch_init
 from ntkfeat.sketches.srht import (
-    SRHTParams, fft_length, real_dft, real_dft_weights, srht, srht_init,
+    fft_length, real_dft, real_dft_weights,
 )
 
 # Coefficients below this (relative to the activation's scale) are taken as exactly zero: the
@@ -59,14 +60,14 @@ _ZERO = 1e-9
 class ActivationRFParams:
     """Parameters of an activation's random features.
 
-    linear: SRHT of u for the degree-1 parts when u is wide (None: u itself).
+    linear: sketch of u for the degree-1 parts when u is wide (None: u itself).
     weights: (d, m) random directions times radii, or their StructuredProjection; scale: (m,)
     sqrt(1/m) times the leverage weight of each column. The NNGP features use the first `nngp_columns` columns, the
     derivative features all of them. product: ntk (x) [b_0, t] (None without an NTK).
     The flags say which exact blocks exist (a zero coefficient needs none).
     """
 
-    linear: SRHTParams | None
+    linear: FoldSketchParams | None
     weights: jax.Array | StructuredProjection
     scale: jax.Array
     product: OffsetProductParams | None
@@ -77,22 +78,22 @@ class ActivationRFParams:
 
 
 class StructuredProjection(NamedTuple):
-    """w_i . z for structured w (SORF, Yu et al. 2016): per block of N outputs, three sign-flipped
-    orthogonal rotations Q = R3 D3 R2 D2 R1 D1 of the zero-padded z (N = fft_length(d)), then per
-    output a radius: w_i = r_i sqrt(N / d) q_i. Q is orthogonal, so the directions of a block are
-    orthogonal and E w w^T = E r^2 / d I, as for Gaussian w with r ~ chi(d); the three rotations
-    make each direction close to uniform on the sphere. O(N log N) per block of N outputs instead
-    of O(d N): the dense product was most of the cost of wide layers.
+    """w_i . z for structured w (SORF, Yu et al. 2016): per block of N outputs, `SORF_STAGES` (2)
+    sign-flipped orthogonal rotations Q = R2 D2 R1 D1 of the zero-padded z (N = fft_length(d)),
+    then per output a radius: w_i = r_i sqrt(N / d) q_i. Q is orthogonal, so the directions of a
+    block are orthogonal and E w w^T = E r^2 / d I, as for Gaussian w with r ~ chi(d); the
+    rotations make each direction close to uniform on the sphere. O(N log N) per block of N
+    outputs instead of O(d N): the dense product was most of the cost of wide layers.
 
     R1 is the real DFT of D1 z: its spectrum rfft(D1 z) is kept (the NTK product borrows its
     Hartley rows). For even N, the spectrum's N real numbers are packed into N / 2 complex ones
-    (the Nyquist term in the imaginary slot of the zero frequency), and R2, R3 are complex FFTs
-    of length N / 2, with D2, D3 flipping real and imaginary parts apart: each an orthogonal map
-    of R^N, one FFT and one pass, 0.7x the real-DFT stages of odd N. The normalizing factors are
-    folded into the signs and the radii."""
+    (the Nyquist term in the imaginary slot of the zero frequency), and the later rotations are
+    complex FFTs of length N / 2, with their signs flipping real and imaginary parts apart: each
+    an orthogonal map of R^N, one FFT and one pass, 0.7x the real-DFT stages of odd N. The
+    normalizing factors are folded into the signs and the radii."""
 
     first: jax.Array  # (blocks, d) signs D1
-    rest: jax.Array  # (blocks, 2, N) D2 and D3, times the normalizing factors
+    rest: jax.Array  # (blocks, SORF_STAGES - 1, N): the later stages' signs, times the normalizing factors
     radius: jax.Array  # (columns,) r_i sqrt(N / d), times the last normalizing factor
 
 
@@ -149,10 +150,11 @@ def sphere_directions(key, dim: int, count: int, orthogonal: bool) -> jax.Array:
     return jnp.concatenate([_random.haar_orthogonal(k, dim) for k in _random.split(key, blocks)], 1)[:, :count]
 
 
-# Rotations per structured block. Two (with this library's real DFT) gave about the same mean
-# error on 100 diabetes rows at depths 2-4 but a heavier tail (one of 8 keys at 0.105 against at
-# most 0.081 at depth 4), so three stay.
-SORF_STAGES = 3
+# Rotations per structured block. Two cost 0.85x the time of three per row (depth 2, dim 8192,
+# protein) at the same kernel error: over protein and kin8nm (500 rows, dim 8192) and diabetes
+# (100 rows, dim 4096) at depths 2-4, 8 keys, plain and leverage, the mean errors of the 18
+# cells sum to 0.3073 / 0.3081 with two against 0.3093 / 0.3078 with three, maxima mixed (NOTES.md).
+SORF_STAGES = 2
 # Above this input width the weights are structured (when the method says 'auto'): the dense
 # product costs d operations per output, the structured one ~3 log2(d) FFT passes.
 STRUCTURED_ABOVE = 128
@@ -259,10 +261,13 @@ def activation_init(layer: Activation, key, spec: Spec, ctx):
     columns = max(m1, m_t) if has_derivative else m1
     weights, scale = gaussian_weights(k_w, d, columns, method, ctx.dtype)
     # A structured projection of one block starts with the spectrum rfft(D1 z); the product's z
-    # block takes its Hartley rows from it (no transform of its own). (The SRHT of u could too,
-    # but rows of that same transform in two places raised the error of deep stacks: NOTES.md.)
+    # block takes its Hartley rows from it (no transform of its own). The degree-1 parts of a
+    # wide u take a fold sketch (`sketches.fold`: one elementwise pass, no transform). Its
+    # variance is an SRHT's to first order, and it keeps the heavy coordinates (the layer
+    # before's constant and linear blocks, first, and a Dense bias, last) exact. Borrowing the
+    # projection's spectrum for it instead raised the error of deep stacks (NOTES.md).
     shared = weights.rest.shape[-1] if isinstance(weights, StructuredProjection) and weights.first.shape[0] == 1 else 0
-    linear = srht_init(k_lin, d, lin_dim, ctx.dtype) if 0 < lin_dim < d else None
+    linear = fold_sketch_init(k_lin, d, lin_dim, ctx.dtype) if 0 < lin_dim < d else None
     product, ntk_width = None, 0
     if has_derivative:
         constant = 1.0 if b[0] > _ZERO * b_top else 0.0  # a placeholder: the real one is per row
@@ -293,7 +298,7 @@ def activation_apply(layer: Activation, params: ActivationRFParams, spec: Spec, 
     lin = None
     if params.nngp_linear or params.t_linear:
         u = z * inv_root[..., None]
-        lin = u if params.linear is None else srht(params.linear, u)
+        lin = u if params.linear is None else fold_sketch(params.linear, u)
     a = structured_project(weights, z, first) if first is not None else project(weights, z)  # the one projection
     m1, columns = params.nngp_columns, params.scale.shape[0]
     a1 = a[..., :m1]
