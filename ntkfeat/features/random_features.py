@@ -156,7 +156,7 @@ def sphere_directions(key, dim: int, count: int, orthogonal: bool) -> jax.Array:
 # cells sum to 0.3073 / 0.3081 with two against 0.3093 / 0.3078 with three, maxima mixed (NOTES.md).
 SORF_STAGES = 2
 # Above this input width the weights are structured (when the method says 'auto'): the dense
-# product costs d operations per output, the structured one ~3 log2(d) FFT passes.
+# product costs d operations per output, the structured one ~SORF_STAGES log2(d) FFT passes.
 STRUCTURED_ABOVE = 128
 
 
