@@ -446,14 +446,25 @@ class Terminated(KeyboardInterrupt):
 class _SigtermInterrupts:
     """While active, SIGTERM raises Terminated in the main thread, once; after `disarm()` (when the
     results are being saved and plotted) it is ignored. The previous handler is restored on exit.
-    Elsewhere than the main thread, where Python cannot install handlers, nothing changes."""
+    Elsewhere than the main thread, where Python cannot install handlers, nothing changes.
+
+    Python runs a signal handler wherever the main thread is, and an exception raised inside a
+    garbage-collection callback (jax registers one) or a destructor is printed and dropped. So the
+    signal is also remembered, and `check()`, called between runs, raises it again if it got lost."""
 
     def __init__(self):
-        self.armed, self.installed, self.previous = False, False, None
+        self.armed, self.installed, self.previous, self.received = False, False, None, None
 
     def _handler(self, signum, frame):
         if self.armed:
             self.armed = False
+            self.received = signum
+            raise Terminated(f"SIGTERM (signal {signum})")
+
+    def check(self) -> None:
+        """Raises Terminated if a SIGTERM arrived and its exception did not end the run."""
+        if self.received is not None:
+            signum, self.received = self.received, None
             raise Terminated(f"SIGTERM (signal {signum})")
 
     def disarm(self) -> None:
@@ -518,6 +529,7 @@ def _execute(plan: Plan, out: pathlib.Path | None, progress: bool, command: str 
     bar = progress_bar(total=len(plan.runs), desc="runs", unit="run", enabled=None if progress else False, leave=True)
     try:
         for run in plan.runs:
+            sigterm.check()
             spec = config["methods"][run.method]
             bar.set_postfix_str(f"{plan.data[run.data].label} {spec['label']} {run.dim or ''} #{run.repeat}")
             if run.note and run.repeat == 0 and out is not None:
@@ -525,6 +537,7 @@ def _execute(plan: Plan, out: pathlib.Path | None, progress: bool, command: str 
             records.append(execute_run(plan, run, references))
             save()
             bar.update()
+        sigterm.check()
         meta["status"] = "finished"
     except BaseException as e:
         meta["status"] = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
