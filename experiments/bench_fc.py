@@ -5,6 +5,7 @@
     python -m experiments.bench_fc --errors --datasets protein,kin8nm,power,naval --keys 3
     python -m experiments.bench_fc --interleaved --rows 8000 --methods "sketch q=8,sketch,rf,rf leverage"
     python -m experiments.bench_fc --interleaved --rows 8000 --methods "sketch q=8,rf" --budgets 16,64
+    python -m experiments.bench_fc --interleaved --rows 8000 --methods "sketch,rf" --workers 1
     python -m experiments.bench_fc --interleaved --rows 10000 --methods "rf,rf leverage" \
         --public ~/ntk-sketch-rf --public-python ~/torch-venv/bin/python
 
@@ -167,22 +168,33 @@ def interleaved(args):
     """Rows/s of every method in one process, compiled first, then `--passes` passes each in turn
     (best kept): on a busy machine their ratios stay comparable where separate runs are not.
     With --budgets, each method also runs at the batch sizes those batch budgets give (MB),
-    labelled 'name @<MB>MB'; the unlabelled row is the library's default budget."""
+    labelled 'name @<MB>MB'; with --workers, with that many batches computed at once on a CPU
+    (`ntkfeat.batching.CPU_WORKERS`), labelled 'name xN'; the unlabelled row is the library's
+    defaults."""
     import jax
     import ntkfeat as nf
+    from ntkfeat import batching
 
     x = load(args.dataset)
     x = x[: args.rows] if args.rows else x
     init_fn, feature_fn, _ = nf.serial(*layers(nf, args.depth))
     names = args.methods.split(",")
     budgets = [None] + [float(b) for b in args.budgets.split(",")] if args.budgets else [None]
+    default_workers = batching.CPU_WORKERS
+    workers = [int(w) for w in args.workers.split(",")] if args.workers else []
     maps = {}
     for name in names:
         params = init_fn(jax.random.PRNGKey(0), x.shape, METHODS[name](nf, args.dim))
         for mb in budgets:
             bs = nf.network.default_batch_size(params, None if mb is None else int(mb * 2**20))
             jax.block_until_ready(feature_fn(params, x[:bs], batch_size=bs))  # compile
-            maps[(name, mb)] = (params, bs)
+            maps[(name, mb, None)] = (params, bs)
+        for w in workers:  # the batch follows: the batches computed at once share the cache
+            batching.CPU_WORKERS = w
+            bs = nf.network.default_batch_size(params)
+            jax.block_until_ready(feature_fn(params, x[:bs], batch_size=bs))
+            maps[(name, None, w)] = (params, bs)
+        batching.CPU_WORKERS = default_workers
     rf_leverage = {("leverage" in n) for n in names if n.startswith("rf")}
     public = []
     if args.public and rf_leverage:
@@ -191,10 +203,12 @@ def interleaved(args):
     best = dict.fromkeys(maps, float("inf"))
     for _ in range(args.passes):
         for key, (params, bs) in maps.items():
+            batching.CPU_WORKERS = default_workers if key[2] is None else key[2]
             t = time.perf_counter()
             for _, phi in nf.iterate_features(params, x, batch_size=bs):
                 jax.block_until_ready(phi)
             best[key] = min(best[key], time.perf_counter() - t)
+    batching.CPU_WORKERS = default_workers
     if public:
         print("public code, after:", flush=True)
         public.append(time_public(args, x, rf_leverage))
@@ -202,15 +216,20 @@ def interleaved(args):
     public_best = {lev: max(p[lev] for p in public) for lev in rf_leverage} if public else {}
     budget = nf.network._batch_budget() / 2**20
     print(f"\n{args.dataset}, {len(x)} rows, depth {args.depth}, dim {args.dim}, interleaved, best of {args.passes}"
-          f" (default batch budget {budget:g} MB)")
-    first = (names[0], None)
-    for (name, mb), (_, bs) in maps.items():
-        label = name if mb is None else f"{name} @{mb:g}MB"
+          f" (default batch budget {budget:g} MB, {batching.concurrent_batches()} batches at once)")
+    first = (names[0], None, None)
+
+    def label(key):
+        name, mb, w = key
+        return name + ("" if mb is None else f" @{mb:g}MB") + ("" if w is None else f" x{w}")
+
+    for key, (_, bs) in maps.items():
+        name = key[0]
         vs = public_best.get("leverage" in name) if name.startswith("rf") else None
-        print(f"{label:>22}  batch {bs:5d}  {len(x) / best[(name, mb)]:9.0f} rows/s  x {names[0]}: "
-              f"{best[first] / best[(name, mb)]:.3f}"
-              + ("" if vs is None else f"  x public RF: {len(x) / best[(name, mb)] / vs:.2f}"))
-    out = {(name if mb is None else f"{name} @{mb:g}MB"): len(x) / best[(name, mb)] for name, mb in maps}
+        print(f"{label(key):>22}  batch {bs:5d}  {len(x) / best[key]:9.0f} rows/s  x {names[0]}: "
+              f"{best[first] / best[key]:.3f}"
+              + ("" if vs is None else f"  x public RF: {len(x) / best[key] / vs:.2f}"))
+    out = {label(key): len(x) / best[key] for key in maps}
     if public:
         out["public"] = [{str(k): v for k, v in p.items()} for p in public]
     return out
@@ -276,6 +295,9 @@ def main(argv=None):
     ap.add_argument("--passes", type=int, default=3, help="passes per method with --interleaved")
     ap.add_argument("--budgets", default=None,
                     help="with --interleaved: also time each method at these batch budgets (MB, comma-separated)")
+    ap.add_argument("--workers", default=None,
+                    help="with --interleaved: also time each method with this many batches at once on a CPU "
+                         "(comma-separated; the library's default is ntkfeat.batching.CPU_WORKERS)")
     ap.add_argument("--public", default=None,
                     help="with --interleaved: a checkout of the public code, timed beside this library")
     ap.add_argument("--public-python", default=sys.executable, help="a Python with PyTorch for --public")

@@ -16,6 +16,9 @@ path for 1 and N devices; the results agree to float tolerance (sums in a differ
 
 from __future__ import annotations
 
+import collections
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator
 
 import jax
@@ -26,6 +29,14 @@ from ntkfeat import _checks
 from ntkfeat import _progress
 
 progress = _progress.progress  # progress bars (tqdm.auto): terminals and Jupyter, not logs
+
+# Batches computed at once on a CPU (one process, one device), each by its own thread. XLA runs
+# a CPU program's FFTs on one thread and its other operations on all cores, so one program
+# leaves cores idle; two batches at once kept both of 2 cores busy (random features 1.2-1.35x
+# the rows/s, NOTES.md). 1 turns it off. GPUs and TPUs queue batches asynchronously already;
+# several devices or processes keep one batch at a time (their programs may hold collectives,
+# which every device must launch in the same order).
+CPU_WORKERS = int(os.environ.get("NTKFEAT_CPU_WORKERS", "2"))
 
 
 def is_traced(x) -> bool:
@@ -114,12 +125,82 @@ def iterate(fn: Callable, x, batch_size: int, kwargs: dict | None = None, *, pro
     if count > 1:
         batches = _progress.progress(batches, total=count, desc=desc,
                                      enabled=progress if count >= 8 or progress else False)
-    for start, rows, xb, kw in batches:
+
+    def call(rows, xb, kw):
         if rows < batch_size and x.shape[0] <= batch_size:  # a single short batch: pad it to the devices
             xb, kw = pad_rows(xb, round_batch_size(rows)), {k: _cut(v, 0, rows, round_batch_size(rows))
                                                             for k, v in kw.items()}
         out = fn(shard_rows(xb), **{k: shard_rows(v) for k, v in kw.items()})
-        yield start, out if out.shape[0] == rows else out[:rows]  # a full batch: no slicing op
+        return out if out.shape[0] == rows else out[:rows]  # a full batch: no slicing op
+
+    workers = concurrent_batches()
+    if count <= 1 or workers <= 1:
+        for start, rows, xb, kw in batches:
+            yield start, call(rows, xb, kw)
+        return
+    yield from _in_threads(call, batches, workers)
+
+
+def concurrent_batches() -> int:
+    """How many batches `iterate` computes at once: `CPU_WORKERS` on a one-device CPU process, else 1."""
+    if jax.process_count() > 1 or jax.local_device_count() > 1 or jax.local_devices()[0].platform != "cpu":
+        return 1
+    return max(int(CPU_WORKERS), 1)
+
+
+def _trace_context():
+    """JAX's settings that tracing reads, as this thread sees them (None if this JAX hides them).
+    Scopes such as `with jax.enable_x64(True)` or `jax.default_matmul_precision` hold for the
+    thread that entered them only: a new thread starts from the global settings."""
+    try:
+        from jax._src.config import trace_context
+    except ImportError:  # pragma: no cover - other JAX versions
+        return None
+    return trace_context()
+
+
+def _in_threads(call: Callable, batches, workers: int):
+    """(start, call(rows, xb, kw)) in order, up to `workers` batches computed at once by a pool of
+    threads while the caller uses the last one. The first batch runs in the caller's thread (it
+    compiles, once). Inside a scope the threads would not see (64-bit mode, a matmul precision),
+    batches run one at a time in the caller's thread, as they would without threads. Leaving
+    early (break, an error, Ctrl-C) cancels the batches not started and waits for running ones."""
+    batches = iter(batches)
+    first = next(batches, None)
+    if first is None:
+        return
+    start0, rows, xb, kw = first
+    out0 = jax.block_until_ready(call(rows, xb, kw))
+    pending = collections.deque()
+    with ThreadPoolExecutor(workers, thread_name_prefix="ntkfeat-batch") as pool:
+        context = _trace_context()
+        if context is None or pool.submit(_trace_context).result() != context:
+            yield start0, out0
+            for start, rows, xb, kw in batches:
+                yield start, call(rows, xb, kw)
+            return
+        try:
+
+            def submit(item):
+                start, rows, xb, kw = item
+                pending.append((start, pool.submit(lambda: jax.block_until_ready(call(rows, xb, kw)))))
+
+            for item in batches:  # fill the pool before handing out the first batch
+                submit(item)
+                if len(pending) == workers:
+                    break
+            yield start0, out0
+            del out0
+            while pending:
+                start, future = pending.popleft()
+                out = future.result()
+                item = next(batches, None)
+                if item is not None:
+                    submit(item)
+                yield start, out
+        finally:
+            for _, future in pending:
+                future.cancel()
 
 
 def map_rows(fn: Callable, x, batch_size: int, kwargs: dict | None = None, *, progress: bool | None = None,
@@ -141,5 +222,6 @@ def map_rows_host(fn: Callable, x, batch_size: int) -> np.ndarray:
                            for _, rows, xb, _ in row_batches(np.asarray(x), batch_size)])
 
 
-__all__ = ["check_batch_size", "device_count", "is_traced", "iterate", "map_rows", "map_rows_host", "pad_rows",
-           "progress", "round_batch_size", "row_batches", "row_mesh", "row_sharding", "shard_rows"]
+__all__ = ["CPU_WORKERS", "check_batch_size", "concurrent_batches", "device_count", "is_traced", "iterate", "map_rows",
+           "map_rows_host", "pad_rows", "progress", "round_batch_size", "row_batches", "row_mesh", "row_sharding",
+           "shard_rows"]

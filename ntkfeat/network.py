@@ -43,7 +43,8 @@ _GETS = ("ntk", "nngp")
 # (CPU); on accelerators, an eighth of the device memory. The batch size follows. On a CPU the
 # maps are bound by memory traffic, and batches whose intermediates stay near the last-level
 # cache run faster (NOTES.md, batch budget): None takes the cache size (`cpu_cache_bytes`),
-# clamped to [16, 64] MB. An int here, or the environment variable NTKFEAT_BATCH_BYTES, sets it.
+# clamped to [16, 64] MB, shared by the batches computed at once (`batching.CPU_WORKERS`: half
+# each by default). An int here, or the environment variable NTKFEAT_BATCH_BYTES, sets it per batch.
 DEFAULT_BATCH_BYTES = None
 ENV_BATCH_BYTES = "NTKFEAT_BATCH_BYTES"
 _CPU_BUDGET_RANGE = (16 << 20, 64 << 20)
@@ -278,7 +279,8 @@ def _batch_budget() -> int:
         return DEFAULT_BATCH_BYTES
     cache = cpu_cache_bytes()
     low, high = _CPU_BUDGET_RANGE
-    return min(max(cache, low), high) if cache else 32 << 20
+    # The batches computed at once (`batching.CPU_WORKERS`) share the cache.
+    return (min(max(cache, low), high) if cache else 32 << 20) // batching.concurrent_batches()
 
 
 @functools.cache

@@ -162,6 +162,10 @@ def test_cpu_batch_budget_follows_the_cache_and_the_environment(tabular, monkeyp
     low, high = network._CPU_BUDGET_RANGE
     cache = network.cpu_cache_bytes()  # None off Linux: then 32 MB
     expected = 32 << 20 if cache is None else min(max(cache, low), high)
+    # Shared by the batches computed at once on a CPU (two by default, one when set so).
+    assert nf.batching.concurrent_batches() == nf.batching.CPU_WORKERS
+    assert network._batch_budget() == expected // nf.batching.CPU_WORKERS
+    monkeypatch.setattr(nf.batching, "CPU_WORKERS", 1)
     assert network._batch_budget() == expected
     # The batch shrinks with the budget (rows of intermediates, rounded to the devices).
     monkeypatch.setenv(network.ENV_BATCH_BYTES, str(1 << 22))
@@ -189,6 +193,52 @@ def test_jit_batching_and_determinism(tabular, method):
     assert not np.allclose(np.asarray(feature_fn(other, tabular)), full)
     streamed = np.concatenate([np.asarray(f) for _, f in nf.iterate_features(params, tabular, batch_size=30)])
     np.testing.assert_allclose(streamed, full, rtol=1e-5, atol=1e-5)
+
+
+def test_batches_computed_in_threads_equal_one_at_a_time(tabular, monkeypatch):
+    from ntkfeat import batching
+
+    init_fn, feature_fn, _ = nf.serial(*fc_stack(nf, 2))
+    params = init_fn(jax.random.PRNGKey(3), tabular.shape, nf.RandomFeatures(dim=512))
+    runs = {}
+    for workers in (1, 2, 3):
+        monkeypatch.setattr(batching, "CPU_WORKERS", workers)
+        assert batching.concurrent_batches() == workers  # one CPU device in this process
+        runs[workers] = [(s, np.asarray(f)) for s, f in nf.iterate_features(params, tabular, batch_size=7)]
+    for workers in (2, 3):  # same batches, same order, same values (the same programs run)
+        assert [s for s, _ in runs[workers]] == [s for s, _ in runs[1]]
+        for (_, a), (_, b) in zip(runs[workers], runs[1]):
+            np.testing.assert_array_equal(a, b)
+    # Leaving early: the generator closes and its pool waits for the running batches.
+    it = nf.iterate_features(params, tabular, batch_size=7)
+    next(it), next(it)
+    it.close()
+    # An error in a batch computed by a thread reaches the caller.
+    calls = []
+
+    def fn(xb):
+        calls.append(len(calls))
+        if len(calls) == 4:
+            raise FloatingPointError("batch 4")
+        return xb * 2
+
+    with pytest.raises(FloatingPointError, match="batch 4"):
+        list(batching.iterate(fn, np.ones((40, 3), np.float32), 5))
+
+
+def test_threads_keep_the_callers_jax_scopes(tabular, monkeypatch):
+    # A new thread starts from JAX's global settings: inside `with jax.enable_x64(True)` batches
+    # computed by threads would silently drop to float32. They run in the caller's thread there.
+    from ntkfeat import batching
+
+    monkeypatch.setattr(batching, "CPU_WORKERS", 2)
+    fn = jax.jit(lambda a: a * 2)
+    x = np.arange(60.0).reshape(20, 3)
+    assert {o.dtype for _, o in batching.iterate(fn, x, 4)} == {np.dtype(np.float32)}
+    with jax.enable_x64(True):
+        outs = [o for _, o in batching.iterate(fn, x, 4)]
+    assert {o.dtype for o in outs} == {np.dtype(np.float64)}
+    np.testing.assert_array_equal(np.concatenate(outs), 2 * x)
 
 
 def test_nngp_features(tabular):
