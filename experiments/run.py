@@ -48,7 +48,7 @@ import ntkfeat as nf
 from experiments import fitting, report
 from experiments.config import ConfigError, build_layers, load_config
 from experiments.methods import Network, Timer, all_features, block, exact_kernel, feature_batches, feature_method
-from ntkfeat import baselines, distributed, metrics, solvers
+from ntkfeat import baselines, batching, distributed, metrics, solvers
 from ntkfeat.batching import progress as progress_bar
 from ntkfeat.data import flip_averaged, flip_averaged_kernel, load_dataset
 
@@ -508,7 +508,8 @@ def _execute(plan: Plan, out: pathlib.Path | None, progress: bool, command: str 
         "versions": _versions(),
         "device": {"platform": device.platform, "kind": device.device_kind, "count": jax.device_count(),
                    "local_count": jax.local_device_count(), "process_count": distributed.process_count(),
-                   "process_index": distributed.process_index()},
+                   "process_index": distributed.process_index(),
+                   "cpu_batches_at_once": batching.concurrent_batches()},
         "git": _git(), "config": config,
     }
     references, records = References(plan), []

@@ -12,6 +12,9 @@ of all of them (`row_sharding`; batch sizes are rounded up to a multiple of the 
 and the parameters stay replicated: every row-wise map then runs on all devices at once, and
 reductions over rows (Gram statistics) are all-reduced by the collectives XLA inserts. One code
 path for 1 and N devices; the results agree to float tolerance (sums in a different order).
+
+CPU. On one CPU device in one process, `iterate` computes `CPU_WORKERS` batches at once, each by
+its own thread, and yields them in order (the same values as one at a time).
 """
 
 from __future__ import annotations
@@ -30,13 +33,26 @@ from ntkfeat import _progress
 
 progress = _progress.progress  # progress bars (tqdm.auto): terminals and Jupyter, not logs
 
+ENV_CPU_WORKERS = "NTKFEAT_CPU_WORKERS"
+
+
+def _env_workers(default: int = 2) -> int:
+    text = os.environ.get(ENV_CPU_WORKERS, "").strip()
+    if not text:
+        return default
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"{ENV_CPU_WORKERS}={text!r}: expected a positive whole number of batches (1 turns threads off)")
+    return int(text)
+
+
 # Batches computed at once on a CPU (one process, one device), each by its own thread. XLA runs
 # a CPU program's FFTs on one thread and its other operations on all cores, so one program
-# leaves cores idle; two batches at once kept both of 2 cores busy (random features 1.2-1.35x
-# the rows/s, NOTES.md). 1 turns it off. GPUs and TPUs queue batches asynchronously already;
-# several devices or processes keep one batch at a time (their programs may hold collectives,
-# which every device must launch in the same order).
-CPU_WORKERS = int(os.environ.get("NTKFEAT_CPU_WORKERS", "2"))
+# leaves cores idle; two batches at once kept both of 2 cores busy (random features 1.1-1.6x
+# the rows/s, NOTES.md). 1 turns it off; the environment variable NTKFEAT_CPU_WORKERS sets it at
+# import. GPUs and TPUs queue batches asynchronously already; several devices or processes keep
+# one batch at a time (their programs may hold collectives, which every device must launch in
+# the same order).
+CPU_WORKERS = _env_workers()
 
 
 def is_traced(x) -> bool:

@@ -16,7 +16,7 @@ import time
 import numpy as np
 import pytest
 
-from ntkfeat import distributed
+from ntkfeat import batching, distributed
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TIMEOUT = 300  # seconds for one runner (about 30 s on 2 CPU cores)
@@ -207,6 +207,9 @@ def test_four_local_devices_agree_with_one(tmp_path, one_device):
     results = _run(tmp_path, "run", devices=4)
     device = results["device"]
     assert (device["count"], device["local_count"], device["process_count"]) == (4, 4, 1)
+    assert device["cpu_batches_at_once"] == 1  # sharded programs: one batch at a time
+    # One device: the batches computed at once by threads (the default, or the environment's).
+    assert one_device["device"]["cpu_batches_at_once"] == batching.CPU_WORKERS
     _assert_same_results(results["records"], one_device["records"])
 
 
@@ -227,6 +230,7 @@ def test_two_processes_agree_with_one(tmp_path, one_device):
     results = json.loads((out / "results.json").read_text())
     device = results["device"]
     assert (device["count"], device["local_count"], device["process_count"], device["process_index"]) == (2, 1, 2, 0)
+    assert device["cpu_batches_at_once"] == 1  # collectives across processes: one batch at a time
     _assert_same_results(results["records"], one_device["records"])
 
 
