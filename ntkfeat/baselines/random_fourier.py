@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ntkfeat import _random
+from ntkfeat import _random, _trig
 from ntkfeat._pytree import pytree_dataclass
 from ntkfeat.baselines._common import check_batch, check_dim, check_params, check_positive, check_train, default_dtype, map_rows
 from ntkfeat.network import check_inputs
@@ -114,7 +114,8 @@ def fourier_features(params: RandomFourierParams, x: jax.Array) -> jax.Array:
     """Features of one batch (n, *input_shape) -> (n, dim); no checks, no batching."""
     pairs = params.frequencies.shape[1] - params.phase.shape[0]
     z = x.reshape(x.shape[0], -1).astype(params.frequencies.dtype) @ params.frequencies
-    parts = [jnp.cos(z[:, :pairs]), jnp.sin(z[:, :pairs]), jnp.cos(z[:, pairs:] + params.phase)]
+    sin, cos = _trig.sincos(z[:, :pairs])
+    parts = [cos, sin, _trig.cos(z[:, pairs:] + params.phase)]
     return jnp.concatenate(parts, axis=1) * np.sqrt(2.0 / params.out_dim)
 
 

@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ntkfeat import _random
+from ntkfeat import _random, _trig
 from ntkfeat._pytree import pytree_dataclass
 from ntkfeat.exact import duals
 from ntkfeat.features.activation import activation_widths, check_activation_input, check_widths, normalize
@@ -366,7 +366,8 @@ def _direction_waves(layer, a):
     if isinstance(layer, ExpNormalized):
         g = layer.gamma
         angle = math.sqrt(g) * a
-        waves = jnp.stack([jnp.cos(angle), jnp.sin(angle)], axis=-1).reshape(a.shape[:-1] + (2 * a.shape[-1],))
+        sin, cos = _trig.sincos(angle)
+        waves = jnp.stack([cos, sin], axis=-1).reshape(a.shape[:-1] + (2 * a.shape[-1],))
         waves = waves * (math.sqrt(2.0) * math.exp(g * (1 + layer.shift) / 2))
         return waves, math.sqrt(g) * waves
     k = layer.degree

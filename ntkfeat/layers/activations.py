@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ntkfeat import _checks
+from ntkfeat import _checks, _trig
 from ntkfeat.compat import stax as _stax
 from ntkfeat.exact import duals
 from ntkfeat.layers.base import Layer, set_field
@@ -354,7 +354,7 @@ class Sin(Activation):
             set_field(self, name, _checks.number(f"Sin.{name}", getattr(self, name)))
 
     def fn(self, x):
-        return self.a * jnp.sin(self.b * x + self.c)
+        return self.a * _trig.sin(self.b * x + self.c)
 
     def stax(self, readout: bool = False):
         return _stax().Sin(self.a, self.b, self.c)
@@ -413,7 +413,7 @@ class Rbf(Activation):
         set_field(self, "gamma", _checks.number("Rbf.gamma", self.gamma, 0.0))
 
     def fn(self, x):
-        return math.sqrt(2.0) * jnp.sin(math.sqrt(2.0 * self.gamma) * x + math.pi / 4)
+        return math.sqrt(2.0) * _trig.sin(math.sqrt(2.0 * self.gamma) * x + math.pi / 4)
 
     def stax(self, readout: bool = False):
         return _stax().Rbf(self.gamma)
@@ -424,7 +424,7 @@ class Gabor(Activation):
     """exp(-x^2) sin(x)."""
 
     def fn(self, x):
-        return jnp.exp(-x * x) * jnp.sin(x)
+        return jnp.exp(-x * x) * _trig.sin(x)
 
     def stax(self, readout: bool = False):
         return _stax().Gabor()
