@@ -4,9 +4,9 @@ XLA's CPU sine and cosine cost ~30 us per 8,192-wide row (35x a ReLU), which mad
 ExpNormalized random features 1.6-1.9x ReLU's cost (NOTES.md). Here: x = k pi/2 + r with
 |r| <= pi/4 (pi/2 in three parts, Cody-Waite, so k pi/2 is exact for |x| < LIMIT), then odd and
 even Taylor polynomials of r (truncation below 2e-9) and the quadrant k mod 4; measured error
-below 1e-7 absolute in float32 (7e-8 on N(0, s^2) inputs, s = 1-1000; XLA: 3e-8). Float64 inputs, and batches with any
-|x| >= LIMIT, take jnp.sin / jnp.cos. Derivatives are the other function (custom JVPs), so
-jax.grad of a Sin layer is as fast.
+below 1e-7 absolute in float32 (7e-8 on N(0, s^2) inputs, s = 1-1000; XLA's: 3e-8). Float64
+inputs, and batches with any |x| >= LIMIT, take jnp.sin / jnp.cos. Derivatives are the other
+function (custom JVPs), so jax.grad of a Sin layer is as fast.
 """
 
 from __future__ import annotations

@@ -41,7 +41,8 @@ def _env_workers(default: int = 2) -> int:
     if not text:
         return default
     if not text.isdigit() or int(text) < 1:
-        raise ValueError(f"{ENV_CPU_WORKERS}={text!r}: expected a positive whole number of batches (1 turns threads off)")
+        raise ValueError(f"{ENV_CPU_WORKERS}={text!r}: expected a positive whole number of batches "
+                         "(1 turns threads off)")
     return int(text)
 
 
