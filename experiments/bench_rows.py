@@ -79,8 +79,7 @@ def main(argv=None):
                 settings = [s for s in settings if s != "auto"] + [f"x{w}" for w in args.workers.split(",")]
             for setting in settings:
                 if setting.startswith("x"):
-                    runs[(side, dim, setting)] = timed_workers(nf, batching, network, rows, params, rng, side,
-                                                               args.images, int(setting[1:]))
+                    runs[(side, dim, setting)] = timed_workers(params, rng, side, args.images, int(setting[1:]))
                     continue
                 with chunk_setting(setting):
                     fn = jax.jit(lambda p, x: network.apply_feature_map(p, x))
@@ -118,13 +117,16 @@ def main(argv=None):
               f"{per_image / r['positions'] * 1e6:>12.2f} {ratio:>6}")
 
 
-def timed_workers(nf, batching, network, rows, params, rng, side, images, workers):
+def timed_workers(params, rng, side, images, workers):
     """A run of `main`'s table: the library's path (`batching.iterate`, auto chunks) with `workers`
     batches at once. A fresh jit, so that the streaming step is traced under this setting."""
     import functools
 
     import jax
     import jax.numpy as jnp
+
+    from ntkfeat import batching, network
+    from ntkfeat.features import rows
 
     default = batching.CPU_WORKERS
     batching.CPU_WORKERS = workers

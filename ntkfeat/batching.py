@@ -151,7 +151,7 @@ def iterate(fn: Callable, x, batch_size: int, kwargs: dict | None = None, *, pro
         return out if out.shape[0] == rows else out[:rows]  # a full batch: no slicing op
 
     workers = concurrent_batches()
-    if count <= 1 or workers <= 1:
+    if count <= 1 or workers <= 1 or not _threads_see_this_context():
         for start, rows, xb, kw in batches:
             yield start, call(rows, xb, kw)
         return
@@ -176,12 +176,21 @@ def _trace_context():
     return trace_context()
 
 
+def _threads_see_this_context() -> bool:
+    """Whether a new thread traces as this one does: not inside a scope such as 64-bit mode or a
+    matmul precision, where batches must run in the caller's thread (or drop to float32)."""
+    context = _trace_context()
+    if context is None:
+        return False
+    with ThreadPoolExecutor(1) as probe:
+        return probe.submit(_trace_context).result() == context
+
+
 def _in_threads(call: Callable, batches, workers: int):
     """(start, call(rows, xb, kw)) in order, up to `workers` batches computed at once by a pool of
     threads while the caller uses the last one. The first batch runs in the caller's thread (it
-    compiles, once). Inside a scope the threads would not see (64-bit mode, a matmul precision),
-    batches run one at a time in the caller's thread, as they would without threads. Leaving
-    early (break, an error, Ctrl-C) cancels the batches not started and waits for running ones."""
+    compiles, once). Leaving early (break, an error, Ctrl-C) cancels the batches not started and
+    waits for the running ones."""
     batches = iter(batches)
     first = next(batches, None)
     if first is None:
@@ -190,12 +199,6 @@ def _in_threads(call: Callable, batches, workers: int):
     out0 = jax.block_until_ready(call(rows, xb, kw))
     pending = collections.deque()
     with ThreadPoolExecutor(workers, thread_name_prefix="ntkfeat-batch") as pool:
-        context = _trace_context()
-        if context is None or pool.submit(_trace_context).result() != context:
-            yield start0, out0
-            for start, rows, xb, kw in batches:
-                yield start, call(rows, xb, kw)
-            return
         try:
 
             def submit(item):
