@@ -23,7 +23,7 @@ def _cntk_layers(depth=3, filt=(4, 4), padding="VALID", w=2**0.5, b=None, head="
     if head == "gap":
         layers.append(nf.GlobalAvgPool())
     elif head == "avgpool":
-        layers += [nf.AvgPool((2, 2)), nf.Flatten()]
+        layers += [nf.AvgPool((2, 2), strides=(2, 2)), nf.Flatten()]
     else:
         layers.append(nf.Flatten())
     layers.append(nf.Dense(W_std=1.0, b_std=b))

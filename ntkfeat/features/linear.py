@@ -50,7 +50,7 @@ class MixParams(NamedTuple):
 
 
 def conv_output_shape(spatial, window, strides, padding) -> tuple[int, int]:
-    if padding == "SAME":
+    if padding in ("SAME", "CIRCULAR"):
         return tuple(-(-s // st) for s, st in zip(spatial, strides))
     return tuple((s - w) // st + 1 for s, w, st in zip(spatial, window, strides))
 
@@ -64,6 +64,17 @@ def _needs_images(spec: Spec, ctx, what: str) -> None:
     _single_branch(spec, ctx, what)
     if len(spec.spatial) != 2:
         raise ValueError(f"{ctx.where}: {what} needs NHWC inputs (2 spatial axes); it sees spatial shape {spec.spatial}")
+
+
+def _wrap(x, window, strides, padding):
+    """(x, padding) for a window op over axes 1, 2 of x: CIRCULAR becomes the image wrapped
+    around by SAME's pad amounts (neural-tangents' periodic boundaries) and VALID; the other
+    paddings pass through. Works for features (n, H, W, m) and diagonals (n, H, W)."""
+    if padding != "CIRCULAR" or x is None:
+        return x, padding
+    pads = lax.padtype_to_pads(x.shape[1:3], window, strides, "SAME")
+    widths = [(0, 0)] + [tuple(p) for p in pads] + [(0, 0)] * (x.ndim - 3)
+    return jnp.pad(x, widths, mode="wrap"), "VALID"
 
 
 def _with_bias(nngp, b: float):
@@ -188,16 +199,19 @@ def conv_init(layer: Conv, key, spec: Spec, ctx):
 
 
 def conv_apply(layer: Conv, params: MixParams, spec: Spec, f: Features, ctx) -> Features:
-    window, strides, padding = layer.filter_shape, layer.strides, layer.padding
+    window, strides = layer.filter_shape, layer.strides
     scale = layer.W_std / math.sqrt(math.prod(window))
     b = layer.bias
-    nngp = _with_bias(scale * _window_mix(params.nngp, f.nngp, window, strides, padding, spec.renormalize), b)
+    x, padding = _wrap(f.nngp, window, strides, layer.padding)
+    nngp = _with_bias(scale * _window_mix(params.nngp, x, window, strides, padding, spec.renormalize), b)
     if f.ntk is None:
         ntk = nngp
     else:
-        mixed = _window_mix(params.ntk, f.ntk, window, strides, padding, spec.renormalize)
+        x, padding = _wrap(f.ntk, window, strides, layer.padding)
+        mixed = _window_mix(params.ntk, x, window, strides, padding, spec.renormalize)
         ntk = jnp.concatenate([scale * mixed, nngp], -1)
-    diag = None if f.diag is None else scale**2 * _window_sum(f.diag, window, strides, padding) + b**2
+    d, padding = _wrap(f.diag, window, strides, layer.padding)
+    diag = None if d is None else scale**2 * _window_sum(d, window, strides, padding) + b**2
     return Features(nngp, ntk, diag)
 
 
@@ -215,12 +229,13 @@ def _pool_init(layer, spec: Spec, ctx, scale: float):
 
 
 def _pool(x, layer, divide: bool, spatial=None):
-    window, strides, padding = layer.window_shape, layer.strides, layer.padding
+    window, strides = layer.window_shape, layer.strides
+    x, padding = _wrap(x, window, strides, layer.padding)  # CIRCULAR: every window is full
     dims, steps = (1,) + window + (1,), (1,) + strides + (1,)
     out = lax.reduce_window(x, 0.0, lax.add, dims, steps, padding)
     if not divide:
         return out
-    if getattr(layer, "normalize_edges", False):
+    if getattr(layer, "normalize_edges", False) and padding == "SAME":
         # Divide by the number of window positions inside the image (a static count per position).
         count = lax.reduce_window(np.ones((1,) + tuple(spatial) + (1,), np.float32), 0.0, lax.add, dims, steps, padding)
         return out / jnp.asarray(count, x.dtype)

@@ -10,7 +10,8 @@ from ntkfeat.layers.combinators import (
     FanInConcat, FanInSum, FanOut, Parallel, Serial, check_layers, parallel, repeat, serial,
 )
 from ntkfeat.layers.linear import (
-    Aggregate, AvgPool, Conv, Dense, Flatten, GlobalAvgPool, GlobalSumPool, Identity, LayerNorm, SumPool,
+    Aggregate, AvgPool, Conv, Dense, Flatten, GlobalAvgPool, GlobalSumPool, Identity, LayerNorm, LocalAvgPool,
+    SumPool,
 )
 from ntkfeat.layers.methods import RandomFeatures, Sketch
 
@@ -23,6 +24,7 @@ LINEAR = ("Aggregate", "AvgPool", "Conv", "Dense", "Flatten", "GlobalAvgPool", "
 COMBINATORS = ("FanInConcat", "FanInSum", "FanOut", "parallel", "repeat", "serial")
 
 __all__ = list(ACTIVATIONS + LINEAR + COMBINATORS) + [
-    "Activation", "HomogeneousDual", "Layer", "MehlerDual", "Parallel", "RandomFeatures", "Serial", "Sketch",
+    "Activation", "HomogeneousDual", "Layer", "LocalAvgPool", "MehlerDual", "Parallel", "RandomFeatures", "Serial",
+    "Sketch",
     "check_layers",
 ]

@@ -16,7 +16,9 @@ from ntkfeat import _checks
 from ntkfeat.compat import stax as _stax
 from ntkfeat.layers.base import DEFAULT_CONV_CHANNELS, DEFAULT_DENSE_WIDTH, Layer, check_axes, set_field
 
-_PADDINGS = ("VALID", "SAME")
+# CIRCULAR: periodic boundaries (neural-tangents' meaning): the input is wrapped around by the
+# amounts SAME would pad with zeros, then the window runs VALID, so the output has SAME's shape.
+_PADDINGS = ("VALID", "SAME", "CIRCULAR")
 
 
 def _check_parameterization(layer: str, parameterization, s) -> None:
@@ -77,13 +79,15 @@ class Dense(Layer):
 class Conv(Layer):
     """2-d convolution over NHWC inputs, NTK parameterization:
     nngp'(p, p') = W_std^2 / |filter| * sum_o nngp(p + o, p' + o) + b_std^2 (SAME pads with zeros
-    and still divides by the full filter size); ntk' = the same map of ntk, plus nngp'.
+    and still divides by the full filter size; CIRCULAR takes positions modulo the image size);
+    ntk' = the same map of ntk, plus nngp'.
 
     Attributes:
       out_chan: channels in a finite network (None: 128, or 1 for the readout). Ignored by the kernel.
       filter_shape: (height, width) or one int.
       strides: (height, width), one int, or None for (1, 1).
-      padding: 'VALID' or 'SAME'.
+      padding: 'VALID', 'SAME' or 'CIRCULAR' (periodic boundaries: the image wraps around, and
+        the output has SAME's shape).
       W_std, b_std: as in Dense.
       dimension_numbers, parameterization, s: as in neural-tangents; only NHWC / 'ntk' / (1, 1).
     """
@@ -134,8 +138,18 @@ class Conv(Layer):
 
 @dataclasses.dataclass(frozen=True)
 class AvgPool(Layer):
-    """Average pooling over (height, width) windows. SAME padding divides by the full window,
-    unless normalize_edges (then by the number of positions inside the image)."""
+    """Average pooling over (height, width) windows: out(p) = mean over o in the window of
+    x(p * strides + o). SAME padding divides by the full window, unless normalize_edges (then by
+    the number of positions inside the image); CIRCULAR wraps the image around (every window is
+    full). On kernels, the same window mean over both position axes.
+
+    Attributes:
+      window_shape: (height, width) or one int.
+      strides: (height, width), one int, or None for (1, 1): neural-tangents' default (not
+        jax.example_libraries.stax's stride = window). Pass strides=window_shape to tile.
+      padding: 'VALID', 'SAME' or 'CIRCULAR'.
+      normalize_edges: see above (SAME only).
+    """
 
     window_shape: tuple = (2, 2)
     strides: tuple | None = None
@@ -146,7 +160,7 @@ class AvgPool(Layer):
 
     def __post_init__(self):
         set_field(self, "window_shape", _checks.int_tuple("AvgPool.window_shape", self.window_shape, 2))
-        strides = self.window_shape if self.strides is None else self.strides
+        strides = (1, 1) if self.strides is None else self.strides  # neural-tangents' default
         set_field(self, "strides", _checks.int_tuple("AvgPool.strides", strides, 2))
         _checks.choice("AvgPool.padding", self.padding, _PADDINGS)
         _checks.boolean("AvgPool.normalize_edges", self.normalize_edges)
@@ -159,7 +173,8 @@ class AvgPool(Layer):
 
 @dataclasses.dataclass(frozen=True)
 class SumPool(Layer):
-    """Sum pooling over (height, width) windows."""
+    """Sum pooling over (height, width) windows. `strides` None means (1, 1), as in
+    neural-tangents; `padding` 'VALID', 'SAME' or 'CIRCULAR' (as in AvgPool)."""
 
     window_shape: tuple = (2, 2)
     strides: tuple | None = None
@@ -169,13 +184,37 @@ class SumPool(Layer):
 
     def __post_init__(self):
         set_field(self, "window_shape", _checks.int_tuple("SumPool.window_shape", self.window_shape, 2))
-        strides = self.window_shape if self.strides is None else self.strides
+        strides = (1, 1) if self.strides is None else self.strides  # neural-tangents' default
         set_field(self, "strides", _checks.int_tuple("SumPool.strides", strides, 2))
         _checks.choice("SumPool.padding", self.padding, _PADDINGS)
         check_axes("SumPool", self.batch_axis, self.channel_axis)
 
     def stax(self, readout: bool = False):
         return _stax().SumPool(self.window_shape, strides=self.strides, padding=self.padding)
+
+
+def LocalAvgPool(c: int) -> AvgPool:
+    """Local average pooling (LAP) of Li et al., "Enhanced Convolutional Neural Tangent Kernels"
+    (2019), in its two-sided, positive semi-definite form: the stride-1 circular average pool of
+    window (2c+1) x (2c+1), to be followed by Flatten (and the readout):
+
+        phi_c(x)(p) = (2c+1)^-2 sum_{|a|, |b| <= c} phi(x)(p + (a, b))   (positions modulo H, W)
+
+    so that, after Flatten, K_c(x, x') = (HW)^-1 sum_p <phi_c(x)(p), phi_c(x')(p)>: the kernel
+    averaged over position offsets up to 2c per axis with triangular weights. c = 0 is the plain
+    Flatten readout; a window equal to the image (2c+1 = H = W) gives GlobalAvgPool's kernel.
+    The paper's one-sided form (uniform weights on offsets up to c) need not be PSD and has no
+    feature map; docs/enhanced_cntk.md compares the two. neural-tangents computes this one
+    exactly: `stax.AvgPool((2c+1, 2c+1), strides=(1, 1), padding='CIRCULAR')`.
+
+    Args:
+      c: the half-width, an integer >= 0.
+
+    Returns:
+      AvgPool((2c+1, 2c+1), strides=(1, 1), padding='CIRCULAR').
+    """
+    c = _checks.integer("LocalAvgPool.c", c, 0)
+    return AvgPool((2 * c + 1, 2 * c + 1), strides=(1, 1), padding="CIRCULAR")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -300,5 +339,5 @@ class Aggregate(Layer):
 
 __all__ = [
     "Aggregate", "AvgPool", "Conv", "Dense", "Flatten", "GlobalAvgPool", "GlobalSumPool", "Identity", "LayerNorm",
-    "SumPool",
+    "LocalAvgPool", "SumPool",
 ]
