@@ -20,9 +20,23 @@ from ntkfeat._version import __version__  # noqa: E402
 from ntkfeat.layers import *  # noqa: E402,F403 (every layer, combinator and method)
 from ntkfeat.layers import __all__ as _layer_names  # noqa: E402
 from ntkfeat.network import FeatureMap, check_inputs, describe, finite_network, iterate_features  # noqa: E402
+from ntkfeat.features.oneshot_general import SketchAccuracyWarning  # noqa: E402
 from ntkfeat import baselines, batching, data, distributed, exact, metrics, polynomials, sketches, solvers  # noqa: E402
+from ntkfeat import finite_width  # noqa: E402 (trains finite networks: the NTK's change with width)
 
 __all__ = list(_layer_names) + [
-    "FeatureMap", "check_inputs", "describe", "finite_network", "iterate_features",
+    "FeatureMap", "SketchAccuracyWarning", "check_inputs", "describe", "finite_network", "iterate_features",
     "baselines", "batching", "data", "distributed", "exact", "metrics", "polynomials", "sketches", "solvers",
 ]
+
+
+def __getattr__(name):
+    # Loaded on first use, so that `import ntkfeat` imports neither scikit-learn nor neural-tangents.
+    if name == "sklearn":
+        import importlib
+
+        return importlib.import_module("ntkfeat.sklearn")
+    if name in ("nt", "stax"):  # neural-tangents, imported after ntkfeat has patched JAX for it
+        nt = _compat.neural_tangents()
+        return nt if name == "nt" else nt.stax
+    raise AttributeError(f"module 'ntkfeat' has no attribute {name!r}")
