@@ -6,9 +6,17 @@ TensorFlow through `neural_tangents.experimental`. The moved names still live un
 `jax._src`; aliasing them before the first import, and registering an empty
 `neural_tangents.experimental`, is enough for `stax`, `nt.batch` and the empirical kernels.
 
-`import ntkfeat` calls `patch_jax()`, so `import ntkfeat, neural_tangents` works in user code.
+`import ntkfeat` calls `patch_jax()`, so `import ntkfeat, neural_tangents` works in user code,
+and `nf.stax` / `nf.nt` are neural-tangents' `stax` and package, imported after the patch.
 Use `neural_tangents()` instead of `import neural_tangents` anywhere in this package: when
 neural-tangents is missing it raises an ImportError that names the install command.
+
+The other order, `import neural_tangents` first, fails inside neural-tangents ("No module named
+'tensorflow'") before any ntkfeat code has run. `install_import_hook()` (in-process), or a `.pth`
+file holding `PTH_LINE` in site-packages (`write_pth()` writes it, e.g.
+`python -c "import ntkfeat.compat as c; print(c.write_pth())"`; every interpreter of that
+environment reads it at startup), registers an import finder that
+patches JAX on the first `import neural_tangents`, so that either order works.
 
 neural-tangents is not a dependency of the ntkfeat distribution (its metadata pulls in
 TensorFlow); it is installed in one step, without its dependencies: `NT_INSTALL`.
@@ -70,6 +78,57 @@ def patch_jax() -> None:
         stub.__doc__ = "Stand-in registered by ntkfeat.compat; the real module needs TensorFlow."
         sys.modules["neural_tangents.experimental"] = stub
     _patched = True
+
+
+# The finder, as source: a `.pth` file runs it at interpreter startup without importing ntkfeat
+# (or JAX) then. It imports ntkfeat only when neural_tangents is first imported, and never makes
+# an import fail that would have worked: an error of its own is dropped.
+_HOOK_SOURCE = '''
+import sys
+
+
+class NtkfeatPatchesJaxForNeuralTangents:
+    """Before the first `import neural_tangents`, imports ntkfeat, which patches JAX for it."""
+
+    done = False
+
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        if name == "neural_tangents" and not cls.done:
+            cls.done = True  # kept in sys.meta_path: the import system is iterating over that list
+            try:
+                import ntkfeat.compat
+                ntkfeat.compat.patch_jax()
+            except Exception:
+                pass
+        return None
+
+
+if not any(getattr(f, "__name__", "") == NtkfeatPatchesJaxForNeuralTangents.__name__ for f in sys.meta_path):
+    sys.meta_path.insert(0, NtkfeatPatchesJaxForNeuralTangents)
+'''
+
+PTH_NAME = "ntkfeat-neural-tangents.pth"
+PTH_LINE = f"import sys; exec({_HOOK_SOURCE!r}, {{}})\n"  # site runs the .pth lines that start with `import`
+
+
+def install_import_hook() -> None:
+    """Makes a later `import neural_tangents` patch JAX first, in this interpreter (what the
+    `.pth` line does at startup). Idempotent."""
+    exec(_HOOK_SOURCE, {})
+
+
+def write_pth(site_dir: str | None = None) -> str:
+    """Writes `PTH_NAME` (holding `PTH_LINE`) into `site_dir` (default: this environment's
+    site-packages), so that `import neural_tangents` works before `import ntkfeat` in every
+    interpreter of the environment. Returns the file's path."""
+    import os
+    import sysconfig
+
+    path = os.path.join(site_dir or sysconfig.get_path("purelib"), PTH_NAME)
+    with open(path, "w") as f:
+        f.write(PTH_LINE)
+    return path
 
 
 def neural_tangents():
