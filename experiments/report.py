@@ -13,6 +13,7 @@ import math
 import os
 import pathlib
 import tempfile
+from typing import NamedTuple
 
 import numpy as np
 import yaml
@@ -20,7 +21,8 @@ import yaml
 RECORD_FIELDS = (
     "dataset", "method", "label", "dim", "out_dim", "repeat", "key_seed", "n_train", "n_test", "task", "lambda",
     "test_rmse", "test_accuracy", "test_mse", "val_score", "kernel_rel_fro", "spectral_eps", "statistical_dimension",
-    "prediction_agreement", "feature_seconds", "compile_seconds", "solve_seconds", "init_seconds", "solver_path", "note",
+    "prediction_agreement", "feature_seconds", "compile_seconds", "solve_seconds", "solve_compile_seconds", "init_seconds", "solver_path",
+    "note",
 )
 PLOT_FILES = ("kernel_error_vs_dim.png", "metric_vs_time.png")
 
@@ -90,7 +92,7 @@ _TABLE = (  # (header, key, format); "run" only in tables across runs (experimen
     ("rep", "repeat", "{}"), ("n_train", "n_train", "{}"), ("lambda", "lambda", "{:.3g}"),
     ("rmse", "test_rmse", "{:#.4g}"), ("accuracy", "test_accuracy", "{:.4f}"), ("kernel_err", "kernel_rel_fro", "{:.4f}"),
     ("feat_s", "feature_seconds", "{:.2f}"), ("compile_s", "compile_seconds", "{:.2f}"),
-    ("solve_s", "solve_seconds", "{:.2f}"),
+    ("solve_s", "solve_seconds", "{:.2f}"), ("solve_compile_s", "solve_compile_seconds", "{:.2f}"),
 )
 
 
@@ -111,23 +113,63 @@ def format_table(records) -> str:
 
 
 # --------------------------------------------------------------------------- plots
+#
+# One colour per method label, one line style per run (`run` key, set by experiments.compare),
+# so that equal results of two runs show as two styles of one colour. Each point is the mean
+# over the record's repeats (keys); where there are several, bars or a band show their min-max.
 
 
-def _grouped(records, dataset, x_key, y_key):
-    """{label: (method, [(x, mean y, min y, max y)] in the order of dim)} over repeats, for one dataset."""
+class Point(NamedTuple):
+    dim: int | None
+    x: float  # mean over repeats
+    x_lo: float
+    x_hi: float
+    y: float
+    y_lo: float
+    y_hi: float
+    repeats: int
+
+
+def _series(records, dataset, x_key, y_key) -> dict:
+    """{(run, label): (method, [Point] in the order of dim)} for one dataset; run is None for a
+    single run's records."""
     groups = {}
     for r in records:
         if r["dataset"] != dataset or r.get(y_key) is None or r.get(x_key) is None:
             continue
-        groups.setdefault(r["label"], (r["method"], {}))[1].setdefault(r["dim"], []).append((r[x_key], r[y_key]))
+        key = (r.get("run"), r["label"])
+        groups.setdefault(key, (r["method"], {}))[1].setdefault(r["dim"], []).append((r[x_key], r[y_key]))
     out = {}
-    for label, (method, by_dim) in groups.items():
+    for key, (method, by_dim) in groups.items():
         points = []
-        for _, values in sorted(by_dim.items(), key=lambda item: item[0] or 0):
-            xs, ys = zip(*values)
-            points.append((float(np.mean(xs)), float(np.mean(ys)), min(ys), max(ys)))
-        out[label] = (method, points)
+        for dim, values in sorted(by_dim.items(), key=lambda item: item[0] or 0):
+            xs, ys = (np.asarray(v, np.float64) for v in zip(*values))
+            points.append(Point(dim, float(xs.mean()), float(xs.min()), float(xs.max()), float(ys.mean()),
+                                float(ys.min()), float(ys.max()), len(values)))
+        out[key] = (method, points)
     return out
+
+
+class _Styles:
+    """Colour by label (exact: black), line style by run, marker by label (shrinking, so that
+    labels with equal values stay visible on top of each other)."""
+
+    def __init__(self, records):
+        self.runs = list(dict.fromkeys(r.get("run") for r in records))
+        self.labels = list(dict.fromkeys(r["label"] for r in records if r["method"] != "exact"))
+
+    def legend(self, run, label) -> str:
+        return label if run is None else f"{run}: {label}"
+
+    def line(self, run, label) -> dict:
+        i, j = self.labels.index(label), self.runs.index(run)
+        return {"color": f"C{i % 10}", "linestyle": ("-", "--", ":", "-.")[j % 4],
+                "marker": ("o", "s", "^", "D", "v")[i % 5], "markersize": max(7 - 1.5 * (i % 4), 2.5)}
+
+    def exact(self, run) -> dict:
+        j = self.runs.index(run)
+        return {"color": "k", "linestyle": "none", "marker": ("*", "P", "X", "h", "p")[j % 5],
+                "markersize": 14 if j % 5 == 0 else 10}
 
 
 def _panels(n: int):
@@ -138,7 +180,7 @@ def _panels(n: int):
 
     cols = min(n, 3)
     rows = -(-n // cols)
-    fig = Figure(figsize=(5.2 * cols, 4.0 * rows))
+    fig = Figure(figsize=(5.6 * cols, 4.4 * rows))
     FigureCanvasAgg(fig)
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat[n:]:
@@ -153,38 +195,67 @@ def _save(fig, path) -> None:
     atomic_write(path, buf.getvalue())
 
 
-def plot_kernel_error(records, datasets, path) -> None:
-    """kernel_rel_fro against dim, log-log, one line per label (the shaded band: min to max over repeats).
+def _dim_ticks(ax, dims) -> None:
+    """Log axis with one tick per dim used, written out (256, not 2.56x10^2)."""
+    from matplotlib.ticker import FixedLocator, NullLocator
+
+    dims = sorted({int(d) for d in dims})
+    ax.xaxis.set_major_locator(FixedLocator(dims))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticklabels([str(d) for d in dims], rotation=45 if len(dims) > 5 else 0, fontsize=8)
+
+
+def _plain_log_ticks(axis) -> None:
+    """Log axis ticks at 1, 2, 3, 5 x 10^k, written out (0.02, not 2x10^-2)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
+
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 3.0, 5.0)))
+    axis.set_minor_locator(NullLocator())
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+
+
+def _title(ax, dataset: str, series, what: str) -> None:
+    """The dataset, and how repeats are shown where a point has several."""
+    counts = sorted({p.repeats for _, points in series.values() for p in points})
+    if counts and counts[-1] > 1:
+        keys = f"{counts[-1]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+        ax.set_title(f"{dataset}\nmean over {keys} keys; {what}: min-max", fontsize=10)
+    else:
+        ax.set_title(dataset)
+
+
+def plot_kernel_error(records, datasets, path):
+    """kernel_rel_fro against dim, log-log, one line per (run, label); the band: min to max over repeats.
 
     The requested dim, not out_dim: a sketch whose exact feature count is below dim (e.g. the
     monomials of a low-degree polynomial) keeps its place, and its flat line shows the bias.
+    Returns the Figure (also written to `path`).
     """
+    styles = _Styles(records)
     fig, axes = _panels(len(datasets))
     for ax, dataset in zip(axes, datasets):
-        groups = _grouped(records, dataset, "dim", "kernel_rel_fro")
-        for i, (label, (_, points)) in enumerate(groups.items()):
-            x, y, lo, hi = map(np.asarray, zip(*points))
-            # Styles and shrinking markers cycle, so labels with equal errors (the same features
-            # on different training rows) stay visible on top of each other.
-            line, = ax.plot(x, y, label=label, **_style(i))
+        series = _series(records, dataset, "dim", "kernel_rel_fro")
+        for (run, label), (_, points) in series.items():
+            x = np.asarray([p.x for p in points])
+            style = styles.line(run, label)
+            ax.plot(x, [p.y for p in points], label=styles.legend(run, label), **style)
+            lo, hi = np.asarray([p.y_lo for p in points]), np.asarray([p.y_hi for p in points])
             if np.any(hi > lo):
-                ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
-        if groups:
+                ax.fill_between(x, lo, hi, color=style["color"], alpha=0.15, linewidth=0)
+        if series:
             ax.set_xscale("log")
             ax.set_yscale("log")
+            _dim_ticks(ax, [p.dim for _, points in series.values() for p in points])
+            _plain_log_ticks(ax.yaxis)
             ax.legend(fontsize=8)
         else:
             _empty_panel(ax, "no kernel errors recorded")
-        ax.set_title(dataset)
-        ax.set_xlabel("dim")
+        _title(ax, dataset, series, "band")
+        ax.set_xlabel("dim (features requested)")
         ax.set_ylabel("|Phi Phi^T - K|_F / |K|_F")
         ax.grid(True, which="both", alpha=0.3)
     _save(fig, path)
-
-
-def _style(i: int) -> dict:
-    return {"linestyle": ("-", "--", ":", "-.")[i % 4], "marker": ("o", "s", "^", "D", "v")[i % 5],
-            "markersize": max(7 - 1.5 * (i % 4), 2.5)}
+    return fig
 
 
 def _empty_panel(ax, message: str) -> None:
@@ -193,49 +264,82 @@ def _empty_panel(ax, message: str) -> None:
     ax.set_yticks([])
 
 
+def _feature_compile_included(record) -> bool:
+    """Whether a record's feature_seconds still holds compilation: the exact kernel's (not
+    separated), or a single feature batch's (the run's note says so)."""
+    return record["method"] == "exact" or "compile_seconds 0" in (record.get("note") or "")
+
+
 def steady_seconds(record) -> float | None:
-    """feature_seconds - compile_seconds + solve_seconds: a run's time without compiling its feature map.
+    """feature_seconds - compile_seconds + solve_seconds - solve_compile_seconds: a run's time
+    without compilation, as far as the record separates it.
 
     compile_seconds is the first feature batch's time beyond the mean of the others (0 where it
-    cannot be estimated, and for exact kernel ridge; absent in results written before it existed).
+    cannot be estimated, and for the exact kernel); solve_compile_seconds is JAX's own count of
+    the solver's compilation (`experiments.fitting.compile_clock`; absent in older results, whose
+    solve_seconds then still include it). `time_axis_label` says which is the case.
     """
     if record.get("feature_seconds") is None or record.get("solve_seconds") is None:
         return None
-    return record["feature_seconds"] - (record.get("compile_seconds") or 0.0) + record["solve_seconds"]
+    return (record["feature_seconds"] - (record.get("compile_seconds") or 0.0) + record["solve_seconds"]
+            - (record.get("solve_compile_seconds") or 0.0))
 
 
-def plot_metric_vs_time(records, datasets, tasks, path) -> None:
-    """Test RMSE (regression) or accuracy (classification) against steady-state seconds
-    (`steady_seconds`: feature + solve seconds without the feature map's compilation)."""
+def time_axis_label(records) -> str:
+    """What `steady_seconds` of these records measures, in words."""
+    included = []
+    if any(r.get("solve_compile_seconds") is None for r in records):
+        included.append("the solver's")
+    if any(r["method"] == "exact" for r in records):
+        included.append("the exact kernel's")
+    if any(r["method"] != "exact" and _feature_compile_included(r) for r in records):
+        included.append("single-batch features'")
+    if not included:
+        return "seconds: features + solve, compilation excluded"
+    return f"seconds: features + solve, compilation excluded\nexcept {', '.join(included)} (not separated)"
+
+
+def plot_metric_vs_time(records, datasets, tasks, path):
+    """Test RMSE (regression) or accuracy (classification) against `steady_seconds`, one line per
+    (run, label) through its dims, each point labelled with its dim; bars: min-max over repeats.
+    Returns the Figure (also written to `path`)."""
     timed = [dict(r, steady_seconds=steady_seconds(r)) for r in records if steady_seconds(r) is not None]
+    styles = _Styles(records)
     fig, axes = _panels(len(datasets))
     for ax, dataset in zip(axes, datasets):
         key = "test_accuracy" if tasks[dataset] == "classification" else "test_rmse"
-        groups = _grouped(timed, dataset, "steady_seconds", key)
-        exact = 0
-        for i, (label, (method, points)) in enumerate(groups.items()):
-            x, y, _, _ = map(np.asarray, zip(*points))
-            if method == "exact":  # a star; more than one (runs compared): other markers and colours
-                ax.plot(x, y, marker=("*", "P", "X", "h", "p")[exact % 5], markersize=14 if exact % 5 == 0 else 10,
-                        linestyle="none", label=label, **({"color": "k"} if exact == 0 else {}))
-                exact += 1
-            else:
-                ax.plot(x, y, label=label, **_style(i))
-        if groups:
+        series = _series(timed, dataset, "steady_seconds", key)
+        for (run, label), (method, points) in series.items():
+            style = styles.exact(run) if method == "exact" else styles.line(run, label)
+            x, y = np.asarray([p.x for p in points]), np.asarray([p.y for p in points])
+            spread = any(p.repeats > 1 for p in points)
+            xerr = np.asarray([[p.x - p.x_lo for p in points], [p.x_hi - p.x for p in points]]) if spread else None
+            yerr = np.asarray([[p.y - p.y_lo for p in points], [p.y_hi - p.y for p in points]]) if spread else None
+            ax.errorbar(x, y, xerr=xerr, yerr=yerr, label=styles.legend(run, label), capsize=2, elinewidth=0.8,
+                        **style)
+            for p in points:
+                if p.dim is not None:
+                    ax.annotate(str(p.dim), (p.x, p.y), textcoords="offset points", xytext=(4, 4), fontsize=7,
+                                color=style["color"])
+        shown = [r for r in timed if r["dataset"] == dataset and r.get(key) is not None]
+        if series:
             ax.set_xscale("log")
+            _plain_log_ticks(ax.xaxis)
             ax.legend(fontsize=8)
+            ax.set_xlabel(time_axis_label(shown), fontsize=9)
         else:
             _empty_panel(ax, "no test results (solver: null)")
-        ax.set_title(dataset)
-        ax.set_xlabel("steady-state seconds: features + solve (no compile)")
+        _title(ax, dataset, series, "bars")
         ax.set_ylabel("test accuracy" if key == "test_accuracy" else "test RMSE (original units)")
         ax.grid(True, which="both", alpha=0.3)
     _save(fig, path)
+    return fig
 
 
 def plot_run(records, datasets, tasks, folder) -> list:
     """Both plots of a run (PLOT_FILES) into `folder`; returns their paths.
 
+    records: a run's records, or several runs' records each with a `run` key (one line style per run).
     datasets: the panel titles in order (dataset labels); tasks: {dataset: 'regression' | 'classification'}.
     """
     folder = pathlib.Path(folder)

@@ -150,6 +150,9 @@ def test_compare_prints_one_table_and_draws_the_plots(two_runs, tmp_path, capsys
     assert all(float(r["test_rmse"]) > 0 for r in merged)
     for name in ("kernel_error_vs_dim.png", "metric_vs_time.png"):
         assert (out / name).read_bytes()[:8] == PNG
+    # No (dataset, label, dim) is in both runs: the deltas say so, and their CSV has a header only.
+    assert "paired deltas: no (dataset, label, dim)" in text
+    assert (out / "deltas.csv").read_text().startswith("run,versus,dataset,label,dim,pairs,")
     runs = json.loads((out / "comparison.json").read_text())["runs"]
     assert [(r["run"], r["status"], r["records"]) for r in runs] == [("run-a", "finished", 2), ("run-b", "finished", 2)]
     # A non-empty --out is refused; without --out a new runs/compare-<time> folder is made.
