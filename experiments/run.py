@@ -346,6 +346,7 @@ def execute_run(plan: Plan, run: Run, references: References) -> dict:
         record.update(feature_seconds=timer.features, solve_seconds=total - timer.features, solver_path=fit.path,
                       val_score=fit.val_score, **{"lambda": fit.lam}, **fitting.metrics(scores, ds.task, k, ds.y_std))
         _record_compile(record, timer)
+        record["solve_compile_seconds"] = fit.compile_seconds  # its JAX compilation (report.steady_seconds)
     if data.reference_rows and spec["method"] not in _NO_NTK_REFERENCE:
         k_ref = references.get(run.data)
         eval_timer = Timer()
