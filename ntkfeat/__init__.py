@@ -23,7 +23,6 @@ from ntkfeat.network import FeatureMap, check_inputs, describe, finite_network, 
 from ntkfeat.features.oneshot_general import SketchAccuracyWarning  # noqa: E402
 from ntkfeat import baselines, batching, data, distributed, exact, metrics, polynomials, sketches, solvers  # noqa: E402
 from ntkfeat import finite_width  # noqa: E402 (trains finite networks: the NTK's change with width)
-from ntkfeat import finite_width  # noqa: E402 (trains finite networks: the NTK's change with width)
 
 __all__ = list(_layer_names) + [
     "FeatureMap", "SketchAccuracyWarning", "check_inputs", "describe", "finite_network", "iterate_features",
