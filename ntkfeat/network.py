@@ -120,7 +120,7 @@ def root(layer) -> Serial:
     return layer if isinstance(layer, Serial) else Serial((layer,))
 
 
-def init_feature_map(layer, key, input_shape, method, dtype=None) -> FeatureMap:
+def init_feature_map(layer, key, input_shape, method, dtype=None, x=None) -> FeatureMap:
     top = root(layer)
     _check_method(method)
     shape = _check_input_shape(input_shape)
@@ -130,7 +130,7 @@ def init_feature_map(layer, key, input_shape, method, dtype=None) -> FeatureMap:
         reason = oneshot_reason(layers, shape)
         if reason is None or method.mode == "oneshot":
             try:
-                params = oneshot_init(layers, key, shape, method, dtype)
+                params = oneshot_init(layers, key, shape, method, dtype, x=x)
                 return FeatureMap(params, None, top, method, shape, "oneshot", input_spec(shape, False), None)
             except OneShotUnavailable:
                 if method.mode == "oneshot":
@@ -530,18 +530,23 @@ def finite_network(*layers):
 def views(layer):
     """(init_fn, feature_fn, kernel_fn) of a layer description (see `ntkfeat.layers.serial`).
 
-    init_fn(key, input_shape, method=Sketch()) -> FeatureMap
+    init_fn(key, input_shape, method=Sketch(), *, x=None) -> FeatureMap
       input_shape: (-1, d), (-1, nodes, C) or (-1, H, W, C) (NHWC); the batch entry is ignored.
       method: Sketch(...) or RandomFeatures(...).
+      x: optional rows like those the map will see: the one-shot series of general activations
+        plans its grid of variances for them and warns (SketchAccuracyWarning) where it cannot
+        reach its usual accuracy on them.
     feature_fn(params, x, get='ntk', *, batch_size=None, progress=None, **kwargs) -> (n, ~dim)
     kernel_fn(x1, x2=None, get='ntk', *, batch_size=None, precision='highest', **kwargs) -> (n1, n2)
     """
     top = root(layer)
 
-    def init_fn(key, input_shape, method=None):
+    def init_fn(key, input_shape, method=None, *, x=None):
         method = Sketch() if method is None else method
         _check_method(method)
-        return init_feature_map(top, key, input_shape, method)
+        if x is not None:
+            x = check_inputs(x, _check_input_shape(input_shape))
+        return init_feature_map(top, key, input_shape, method, x=x)
 
     def feature_fn(params, x, get: str = "ntk", *, batch_size: int | None = None, progress=None, **kwargs):
         if isinstance(params, FeatureMap) and params.layer != top:

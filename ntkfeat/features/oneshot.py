@@ -119,11 +119,11 @@ class OneShotParams:
         return float(self.power) if self.b0 == 0 and self.b_last == 0 else None
 
 
-def oneshot_init(layers, key, input_shape, method, dtype) -> OneShotParams | GeneralOneShotParams:
+def oneshot_init(layers, key, input_shape, method, dtype, x=None) -> OneShotParams | GeneralOneShotParams:
     reason = homogeneous_reason(layers, input_shape)
     if reason is not None:
         if general_reason(layers, input_shape) is None:
-            return general_init(layers, key, input_shape, method, dtype)
+            return general_init(layers, key, input_shape, method, dtype, x=x)
         raise ValueError(f"Sketch(mode='oneshot') does not apply: {reason}")
     if method.fit != "lstsq":
         raise ValueError("Sketch(mode='oneshot') fits the whole NTK and supports fit='lstsq' only")

@@ -7,8 +7,10 @@ depend on the two inputs' variances, because a general activation's dual does (M
 with a_l(q) at each variance). Each C_m, as a function of the pair of variances, is a positive
 semi-definite kernel. So:
 
-1. On a grid of variances (uniform in tau = |z| / (|z| + t0), t0 the typical |z|, from 0 to
-   64x the typical variance), the layer rules run on the series themselves, evaluated at N
+1. On a grid of variances (uniform in log s; from 1e-3 (or b0^2) to 64x the typical variance,
+   widened to the rows of x when init is given them), the layer rules run on the series
+   themselves (Mehler coefficients by a trapezoid quadrature that resolves sigma(sqrt(q) g) at
+   any q, see `host_mehler`), evaluated at N
    points of the complex unit circle (composition is pointwise there; an FFT gives the
    coefficients): C_m on grid x grid for m < N / 2, and the exact diagonal of every grid point.
 2. Degrees m <= p: C_m ~ G_m G_m^T, its leading eigenvectors (rank <= 4, eigenvalues below
@@ -21,15 +23,20 @@ semi-definite kernel. So:
    blocks by g_0(s) + sum_r eps_r g_r(s) with fixed random signs eps per coordinate (unbiased:
    the cross terms average out over the block's coordinates).
 
-The composition is done once per architecture and degree on the host (float64 NumPy, about a
-second) and cached. Inputs whose variance lies beyond the grid take the factors of its last point
-(their kernel is then approximate); `describe` reports how many rows of x do.
+The composition is done once per architecture and variance range on the host (float64 NumPy, a
+few seconds) and cached. Factors are stored relative to the root diagonal, itself interpolated
+in log-log: inputs below the grid (a bias-free stack's tiny inputs, where it is linear) are
+exact; inputs above it keep the relative factors of its last point (approximate; `describe`
+reports how many rows of x do). Where the series' own error on the planned variances exceeds
+WARN_BIAS (degrees spread far beyond p at large variances: sin, erf', the Gaussian), init warns
+with a `SketchAccuracyWarning`.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -46,10 +53,16 @@ from ntkfeat.sketches.dot_product import (
     DotProductFeatureParams, _exact_cost, dot_product_features_init, sketch_tree_cost,
 )
 
-# Grid of first-layer variances: tau = |z| / (|z| + t0) uniform on [0, GRID_TOP]; 8 / 9 reaches
-# |z| = 8 t0, 64x the typical variance.
+# Grid of first-layer variances, uniform in log s. Without data it spans [GRID_LOW, GRID_HIGH]
+# times the typical variance t0^2 (a biased first layer starts at b0^2, the least variance an
+# input can have); with data (`init_fn(..., x=x)`) it also covers the rows' variances. Factors
+# are stored relative to the root diagonal, which is interpolated in log-log: below the grid a
+# bias-free stack is in its linear regime (relative factors constant, diagonal a power of s), so
+# the ends extend exactly to tiny inputs. GRID_DENSITY points per decade, GRID_POINTS at least.
 GRID_POINTS = 64
-GRID_TOP = 8.0 / 9.0
+GRID_DENSITY = 12
+GRID_MAX_POINTS = 128
+GRID_LOW, GRID_HIGH = 1e-3, 64.0
 # Points on the unit circle at which series are composed; coefficients are resolved to half.
 SERIES_POINTS = 128
 # Degree at which each activation's Mehler series is cut inside the composition (the diagonal,
@@ -101,11 +114,83 @@ def typical_root(layers) -> float:
     return math.sqrt(first.W_std**2 + first.bias**2) or 1.0
 
 
-def grid_variances(t0: float) -> tuple[np.ndarray, np.ndarray]:
-    """(tau, s): the grid and its first-layer variances."""
-    tau = np.linspace(0.0, GRID_TOP, GRID_POINTS)
-    root = np.maximum(t0 * tau / (1.0 - tau), 1e-6 * t0)  # tau = 0: a tiny variance stands for zero
-    return tau, root * root
+def variance_range(layers, s_data=None) -> tuple[float, float]:
+    """(lo, hi): the first-layer variances the plan's grid covers (see GRID_LOW)."""
+    t0 = typical_root(layers)
+    b0 = next(l for l in layers if isinstance(l, Dense)).bias
+    lo, hi = (b0**2 if b0 > 0 else GRID_LOW * t0**2), GRID_HIGH * t0**2
+    if s_data is not None and len(s_data):
+        positive = s_data[s_data > 0]
+        if len(positive):
+            lo, hi = min(lo, float(positive.min())), max(hi, float(s_data.max()))
+    return _round_range(lo, hi)  # powers of 2: nearby data share one cached plan
+
+
+def grid_variances(lo: float, hi: float) -> np.ndarray:
+    """First-layer variances of the grid: log-uniform on [lo, hi]."""
+    points = int(np.clip(math.ceil(GRID_DENSITY * math.log10(hi / lo)) + 1, GRID_POINTS, GRID_MAX_POINTS))
+    return np.geomspace(lo, hi, points)
+
+
+# Host quadrature of the Mehler coefficients: the trapezoid rule on [-QUAD_HALF_WIDTH,
+# QUAD_HALF_WIDTH] in g, spectrally accurate for smooth integrands once the step resolves the
+# fastest oscillation. sigma(sqrt(q) g) varies on a scale 1 / sqrt(q) in g, so Gauss-Hermite's
+# fixed 96 nodes fail beyond q ~ 10: E[sin(sqrt(q) g)^2] came out 0.966 instead of 0.5 at q = 100,
+# and E[erf'(sqrt(q) g)^2] 0.0019 instead of 0.0636. The step is halved until the second moment
+# agrees with the previous step's to QUAD_RTOL, at most QUAD_MAX_NODES nodes; variances where it
+# never agrees are reported untrusted (the plan then warns).
+QUAD_HALF_WIDTH = 12.0
+QUAD_RTOL = 1e-7
+QUAD_MAX_NODES = 1 << 17
+
+
+def _hermite_table(g: np.ndarray, degree: int) -> np.ndarray:
+    """(len(g), degree + 1): He_l(g) / sqrt(l!) times the standard normal density at g."""
+    out = np.empty((len(g), degree + 1))
+    h_prev, h = np.zeros_like(g), np.exp(-0.5 * g * g) / math.sqrt(2 * math.pi)
+    for l in range(degree + 1):
+        out[:, l] = h
+        h_prev, h = h, (g * h - math.sqrt(l) * h_prev) / math.sqrt(l + 1)
+    return out
+
+
+def _jitted(fn):
+    try:
+        return _jit_cache(fn)
+    except TypeError:  # an unhashable user function
+        return jax.jit(fn)
+
+
+@functools.lru_cache(maxsize=64)
+def _jit_cache(fn):
+    return jax.jit(fn)
+
+
+def host_mehler(fn, q: np.ndarray, degree: int):
+    """Mehler coefficients a_l(q) (G, degree + 1), second moments (even + odd, even, odd) and a
+    (G,) mask of the variances whose quadrature converged; float64 NumPy. One step serves every
+    variance (the largest sets it); node counts are 2^k + 1, so a few shapes are ever compiled."""
+    q = np.maximum(np.asarray(q, np.float64), 0.0)
+    root = np.sqrt(q)
+    step = min(0.05, math.pi / (4.0 * (float(root.max(initial=0.0)) + 2.0 * math.sqrt(degree + 1))))
+    intervals = 1 << max(int(math.ceil(math.log2(2 * QUAD_HALF_WIDTH / step))), 4)
+    previous, trusted = None, np.zeros(len(q), bool)
+    with jax.ensure_compile_time_eval(), jax.enable_x64(True):
+        while True:
+            g = np.linspace(-QUAD_HALF_WIDTH, QUAD_HALF_WIDTH, intervals + 1)
+            values = np.asarray(_jitted(fn)(jnp.asarray(root[:, None] * g, jnp.float64)), np.float64)
+            density = (g[1] - g[0]) * np.exp(-0.5 * g * g) / math.sqrt(2 * math.pi)
+            flipped = values[:, ::-1]
+            even = ((values + flipped) / 2) ** 2 @ density
+            odd = ((values - flipped) / 2) ** 2 @ density
+            second = even + odd
+            if previous is not None:
+                trusted = np.abs(second - previous) <= QUAD_RTOL * np.maximum(np.abs(second), 1e-300)
+            if trusted.all() or 2 * intervals > QUAD_MAX_NODES:
+                break
+            previous, intervals = second, 2 * intervals
+        a = (values * density[None, :] * math.sqrt(2 * math.pi) / np.exp(-0.5 * g * g)) @ _hermite_table(g, degree)
+    return a, (second, even, odd), trusted
 
 
 def _mehler_sum(a, c):
@@ -120,13 +205,15 @@ def compose_series(layers, s, points: int = SERIES_POINTS, mehler_degree: int = 
     """The NTK's series in rho on every pair of first-layer variances s (G,).
 
     Returns:
-      (C, diag): C (G, G, points) real coefficients (the first points // 2 are resolved),
-      diag (G,) the exact NTK at x = y.
+      (C, diag, trusted): C (G, G, points) real coefficients (the first points // 2 are
+      resolved), diag (G,) the exact NTK at x = y, trusted (G,) whether every quadrature on
+      the way converged.
     """
     rho = np.exp(2j * np.pi * np.arange(points) / points)
     core = [l for l in layers if not isinstance(l, (Flatten, Identity))]
     k = np.sqrt(np.outer(s, s))[..., None] * rho  # after the first Dense
     ntk, q, t = k.copy(), s.copy(), s.copy()
+    trusted = np.ones(len(s), bool)
     for layer in core[1:]:
         if isinstance(layer, Dense):
             w2, b2 = layer.W_std**2, layer.bias**2
@@ -136,29 +223,34 @@ def compose_series(layers, s, points: int = SERIES_POINTS, mehler_degree: int = 
             t = w2 * t + q
             continue
         dual = layer.dual()
-        a, (second, _, _) = duals.host_mehler_coefficients(dual.fn, q, mehler_degree)
-        b, (second_prime, _, _) = duals.host_mehler_coefficients(dual.fn_prime, q, mehler_degree)
+        a, (second, _, _), ok_a = host_mehler(dual.fn, q, mehler_degree)
+        b, (second_prime, _, _), ok_b = host_mehler(dual.fn_prime, q, mehler_degree)
+        trusted &= ok_a & ok_b
         root = np.sqrt(np.maximum(q, 1e-300))
         c = k / np.outer(root, root)[..., None]
         k, ntk = _mehler_sum(a, c), ntk * _mehler_sum(b, c)
         q, t = second, t * second_prime
-    return np.fft.fft(ntk, axis=-1).real / points, t
+    return np.fft.fft(ntk, axis=-1).real / points, t, trusted
 
 
 class GeneralPlan:
-    """The composed series of one architecture at one degree (host NumPy, see module docstring).
+    """The composed series of one architecture at one degree on a grid of first-layer variances
+    covering s_range (host NumPy, see module docstring).
 
-    factors: {degree: (G, rank) values of g_{m, r} on the grid}; weights: (size,) each degree's
-    largest share of the diagonal over typical variances (what splits the dimension);
-    kept: (G,) share of the diagonal the degrees up to p carry.
+    factors: {degree: (G, rank) values of g_{m, r} / sqrt(diag) on the grid (relative to the
+    root diagonal)}; log_root: (G,) log sqrt(diag); weights: (size,) each degree's largest share
+    of the diagonal over the variances that matter (the data's, or typical ones), which splits
+    the dimension; kept: (G,) share of the diagonal the degrees up to p carry; trusted: (G,)
+    whether the quadratures converged; bias: (G,) the largest error of the plan's series
+    (ranks and tail lumps, before sketching) relative to the diagonal, over rho in [-1, 1].
     """
 
-    def __init__(self, layers: tuple, degree: int):
+    def __init__(self, layers: tuple, degree: int, s_range: tuple[float, float], focus: tuple[float, float]):
         self.degree = degree
         self.t0 = typical_root(layers)
-        self.tau, s = grid_variances(self.t0)
-        with np.errstate(all="ignore"):
-            coeffs, diag = compose_series(layers, s)
+        self.lo, self.hi = s_range
+        self.s = s = grid_variances(*s_range)
+        coeffs, diag, self.trusted = _series(layers, s_range)
         if not (np.all(np.isfinite(coeffs)) and np.all(np.isfinite(diag))):
             raise OneShotUnavailable("Sketch(mode='oneshot') does not apply: the NTK overflows on the grid of input "
                                      "variances (an activation grows too fast, e.g. Exp); use mode='layerwise'")
@@ -176,6 +268,7 @@ class GeneralPlan:
         # Ranks in relative terms: C_m(s, s') / sqrt(diag(s) diag(s')), so that small variances
         # are represented as well as large ones (the NTK grows with the variance).
         scale = np.sqrt(np.where(diag > 0, diag, 1.0))
+        self.log_root = np.log(scale)
         self.factors = {}
         roots = np.sqrt(masses)
         for m in range(degree + 1):
@@ -183,52 +276,115 @@ class GeneralPlan:
             values, vectors = values[::-1][:MAX_RANK], vectors[:, ::-1][:, :MAX_RANK]
             keep = values > RANK_TOL * max(values[0], 0.0)
             if values[0] > 0 and np.any(keep):
-                self.factors[m] = scale[:, None] * vectors[:, keep] * np.sqrt(values[keep])
-                roots[:, m] = np.sqrt(np.sum(self.factors[m] ** 2, axis=1))  # what the ranks keep
+                self.factors[m] = vectors[:, keep] * np.sqrt(values[keep])
+                roots[:, m] = scale * np.sqrt(np.sum(self.factors[m] ** 2, axis=1))  # what the ranks keep
             else:
                 roots[:, m] = 0.0
         # The tail (and what the dropped ranks miss) goes on the diagonal: exact on the grid.
         lumped = coefficients_with_tail(roots, (diag, even, odd), degree, True, size)
         for m in range(degree + 1, size):
             if np.any(lumped[:, m] > 0):
-                self.factors[m] = lumped[:, m : m + 1]
-        safe = np.where(diag > 0, diag, 1.0)
-        central = (s >= _TYPICAL_SPREAD[0] * self.t0**2) & (s <= _TYPICAL_SPREAD[1] * self.t0**2)
-        self.central = central  # grid points at typical variances
+                self.factors[m] = lumped[:, m : m + 1] / scale[:, None]
+        # The variances that matter: grid points inside `focus`, and the two around each end.
+        inside = (s >= focus[0]) & (s <= focus[1])
+        edges = np.searchsorted(s, focus)
+        inside[np.clip(edges - 1, 0, len(s) - 1)] = inside[np.clip(edges, 0, len(s) - 1)] = True
+        self.central = inside
         self.weights = np.zeros(size)
         for m, g in self.factors.items():
-            self.weights[m] = float(np.max(np.sum(g[central] ** 2, axis=1) / safe[central]))
+            self.weights[m] = float(np.max(np.sum(g[inside] ** 2, axis=1)))
         if not np.any(self.weights > 0):
             raise OneShotUnavailable("Sketch(mode='oneshot') does not apply: the NTK is zero (a W_std of 0); use "
                                      "mode='layerwise'")
         self.weights[self.weights < 1e-12 * self.weights.max()] = 0.0
-        # The tail's degrees feed the deepest, widest nodes of the sketch tree: no wider than
-        # the widest kept degree (their share is high only at the largest variances).
-        self.weights[degree + 1 :] = np.minimum(self.weights[degree + 1 :], TAIL_CAP * self.weights[: degree + 1].max())
-        self.factors = {m: g for m, g in self.factors.items() if self.weights[m] > 0}
         kept = sum(np.sum(g**2, axis=1) for m, g in self.factors.items() if m <= degree)
-        self.kept = np.where(diag > 0, kept / safe, 1.0)
+        self.kept = np.where(diag > 0, kept, 1.0)
+        # The tail's degrees feed the deepest, widest nodes of the sketch tree: no wider than
+        # TAIL_CAP of the widest kept degree while the kept degrees carry most of the diagonal
+        # at every variance that matters. Where they do not (large variances: sin, erf' and
+        # the Gaussian spread their series to high degrees), the tail is most of the kernel and
+        # keeps its share.
+        if np.min(self.kept[inside]) >= 0.5:
+            cap = TAIL_CAP * self.weights[: degree + 1].max()
+            self.weights[degree + 1 :] = np.minimum(self.weights[degree + 1 :], cap)
+        self.factors = {m: g for m, g in self.factors.items() if self.weights[m] > 0}
+        self.bias = self._bias(coeffs, diag)
+
+    def _bias(self, coeffs, diag) -> np.ndarray:
+        """max over rho in [-1, 1] of |plan - series| / diag at each grid variance (x = y up to rho)."""
+        rho = np.linspace(-1.0, 1.0, 81)
+        top = SERIES_POINTS // 2
+        diag_coeffs = np.einsum("iim->im", coeffs[:, :, :top])
+        exact = diag_coeffs @ rho[None, :] ** np.arange(top)[:, None]
+        # The series resolved to degree top misses what lies beyond: at |rho| = 1 the diagonal.
+        exact[:, -1] = diag
+        approx = np.zeros_like(exact)
+        for m, g in self.factors.items():
+            approx += np.sum(g**2, axis=1)[:, None] * (diag[:, None] * rho[None, :] ** m)
+        safe = np.where(diag > 0, diag, 1.0)[:, None]
+        return np.max(np.abs(approx - exact) / safe, axis=1)
+
+    def interpolate(self, s: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """values (G,) on the grid, at first-layer variances s (linear in log s, clamped)."""
+        return np.interp(np.log(np.maximum(s, 1e-300)), np.log(self.s), values)
+
+
+def _series(layers: tuple, s_range: tuple[float, float]):
+    """compose_series on the grid of s_range, cached (every degree 'auto' tries shares it)."""
+    try:
+        return _cached_series(layers, s_range)
+    except TypeError:  # unhashable layers
+        return _cached_series.__wrapped__(layers, s_range)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_series(layers: tuple, s_range: tuple[float, float]):
+    with np.errstate(all="ignore"):
+        return compose_series(layers, grid_variances(*s_range))
+
+
+def _round_range(lo: float, hi: float) -> tuple[float, float]:
+    return 2.0 ** math.floor(math.log2(lo)), 2.0 ** math.ceil(math.log2(hi))
 
 
 @functools.lru_cache(maxsize=32)
-def _cached_plan(layers: tuple, degree: int) -> GeneralPlan:
-    return GeneralPlan(layers, degree)
+def _cached_plan(layers: tuple, degree: int, s_range, focus) -> GeneralPlan:
+    return GeneralPlan(layers, degree, s_range, focus)
 
 
-def general_plan(layers: tuple, degree: int) -> GeneralPlan:
-    """The plan of a stack at a degree, cached when its layers are hashable (they are unless a
+def general_plan(layers: tuple, degree: int, s_data: np.ndarray | None = None) -> GeneralPlan:
+    """The plan of a stack at a degree, for the first-layer variances s_data of the rows it will
+    see (None: standardized inputs), cached when its layers are hashable (they are unless a
     user's activation holds an unhashable field)."""
+    s_range = variance_range(layers, s_data)
+    t0 = typical_root(layers)
+    if s_data is None or not np.any(s_data > 0):
+        focus = (_TYPICAL_SPREAD[0] * t0**2, _TYPICAL_SPREAD[1] * t0**2)
+    else:
+        focus = (float(np.min(s_data[s_data > 0])), float(np.max(s_data)))
+    focus = _round_range(*focus)
     try:
         hash(layers)
     except TypeError:
-        return GeneralPlan(layers, degree)
-    return _cached_plan(layers, degree)
+        return GeneralPlan(layers, degree, s_range, focus)
+    return _cached_plan(layers, degree, s_range, focus)
 
 
-@pytree_dataclass(meta=("w0", "b0", "in_dim", "t0", "degree", "columns", "renormalize"))
+class SketchAccuracyWarning(UserWarning):
+    """A feature map's plan cannot reach its usual accuracy on the inputs it was planned for
+    (the message names the layer, the variance range, the expected error and what works)."""
+
+
+# Expected error of the plan's series (ranks, tail lumps), relative to the diagonal, above which
+# init warns: the sketch adds about 0.01-0.02 at dim 4096-8192 on top of it.
+WARN_BIAS = 0.03
+
+
+@pytree_dataclass(meta=("w0", "b0", "in_dim", "log_lo", "log_step", "degree", "columns", "renormalize"))
 class GeneralOneShotParams:
     features: DotProductFeatureParams
-    table: jax.Array  # (GRID_POINTS, K): g_{m, r} / sqrt(weight_m) on the grid, column per (m, r)
+    table: jax.Array  # (G, K): g_{m, r} / sqrt(diag weight_m) on the grid, column per (m, r)
+    log_root: jax.Array  # (G,): log sqrt(diag) on the grid
     # (K, out_dim): output column c is sum_k g_k(|z|) mixer[k, c] times its feature column: 1 on
     # the rank's column for exact copies; rank 0's column and fixed random signs on the others for
     # sketched blocks. One small matmul and one fused product per row, however many blocks.
@@ -236,7 +392,8 @@ class GeneralOneShotParams:
     w0: float
     b0: float
     in_dim: int
-    t0: float
+    log_lo: float  # log of the grid's first variance
+    log_step: float  # log-variance step of the grid
     degree: int  # the series' degree p (the tail lies on degrees beyond it)
     columns: tuple  # per degree present: (degree, (column of rank 0, column of rank 1, ...))
     renormalize: bool = True
@@ -250,17 +407,28 @@ class GeneralOneShotParams:
     homogeneous_power = None  # biases and general activations: not homogeneous
 
 
-def general_init(layers, key, input_shape, method, dtype) -> GeneralOneShotParams:
+def first_variances(layers, x) -> np.ndarray:
+    """(n,) float64 first-layer variances s = W0^2 |x|^2 / C + b0^2 of the rows of x."""
+    first = next(l for l in layers if isinstance(l, Dense))
+    x = np.asarray(x, np.float64).reshape(len(x), -1)
+    return first.W_std**2 * np.sum(x * x, axis=1) / x.shape[1] + first.bias**2
+
+
+def general_init(layers, key, input_shape, method, dtype, x=None) -> GeneralOneShotParams:
+    """Parameters of the one-shot series; with x (rows like those the map will see), its grid
+    of variances and its split of the dimension follow the rows' first-layer variances, and a
+    `SketchAccuracyWarning` says where the plan cannot reach its usual accuracy on them."""
     reason = general_reason(layers, input_shape)
     if reason is not None:
         raise ValueError(f"Sketch(mode='oneshot') does not apply: {reason}")
     (d,) = input_shape
     first = next(l for l in layers if isinstance(l, Dense))
     z_dim = d + (1 if first.bias > 0 else 0)
+    s_data = None if x is None else first_variances(layers, x)
     degrees = AUTO_DEGREES if method.degree == "auto" else (method.degree,)
-    costs = {}
+    costs, chosen = {}, None
     for degree in degrees:
-        plan = general_plan(tuple(layers), int(degree))
+        plan = general_plan(tuple(layers), int(degree), s_data)
         copies = {m: g.shape[1] for m, g in plan.factors.items()}
         try:
             costs[degree] = sketch_tree_cost(z_dim, plan.weights, method.dim, copies)
@@ -270,12 +438,37 @@ def general_init(layers, key, input_shape, method, dtype) -> GeneralOneShotParam
             error = e
             continue
         if len(degrees) == 1 or costs[degree] <= TREE_COST * method.dim:
-            return _draw(plan, key, z_dim, first, method, dtype)
-    if not costs:
-        raise ValueError(f"Sketch(dim={method.dim}) is too small for the one-shot map of this stack at degree "
-                         f"{degrees[-1]} ({error}); raise dim or lower degree")
-    cheapest = min(costs, key=costs.get)
-    return _draw(general_plan(tuple(layers), int(cheapest)), key, z_dim, first, method, dtype)
+            chosen = plan
+            break
+    if chosen is None:
+        if not costs:
+            raise ValueError(f"Sketch(dim={method.dim}) is too small for the one-shot map of this stack at degree "
+                             f"{degrees[-1]} ({error}); raise dim or lower degree")
+        chosen = general_plan(tuple(layers), int(min(costs, key=costs.get)), s_data)
+    _warn_accuracy(chosen, layers, s_data)
+    return _draw(chosen, key, z_dim, first, method, dtype)
+
+
+def _warn_accuracy(plan: GeneralPlan, layers, s_data) -> None:
+    """Warn where the plan's own series error on the variances that matter exceeds WARN_BIAS
+    or its quadratures did not converge."""
+    s = plan.s[plan.central] if s_data is None else s_data
+    bias = plan.interpolate(s, plan.bias)
+    trusted = plan.interpolate(s, plan.trusted.astype(float)) > 0.999
+    bad = (bias > WARN_BIAS) | ~trusted
+    if not np.any(bad):
+        return
+    acts = sorted({type(l).__name__ for l in layers if isinstance(l, Activation)})
+    where = "on these rows" if s_data is not None else "at typical variances of standardized inputs"
+    lo, hi = float(np.min(s[bad])), float(np.max(s[bad]))
+    quad = "" if np.all(trusted) else " (the Mehler quadrature did not converge there)"
+    warnings.warn(
+        f"network (one-shot Mehler series of {', '.join(acts)}, degree {plan.degree}): at first-layer variances "
+        f"{lo:.3g} to {hi:.3g} (W_std^2 |x|^2 / C + b_std^2; {int(np.sum(bad))} of {len(s)} "
+        f"{'rows' if s_data is not None else 'grid points'} {where}) the series' error is up to "
+        f"{float(np.max(bias[bad])):.2g} of the diagonal{quad}, beyond the usual 0.01-0.05 kernel error. "
+        "Scale the inputs or lower W_std / b_std, or use nf.RandomFeatures (which samples the activation at any "
+        "variance)", SketchAccuracyWarning, stacklevel=4)
 
 
 def _draw(plan: GeneralPlan, key, z_dim: int, first: Dense, method, dtype) -> GeneralOneShotParams:
@@ -284,7 +477,7 @@ def _draw(plan: GeneralPlan, key, z_dim: int, first: Dense, method, dtype) -> Ge
     features = dot_product_features_init(k_features, z_dim, plan.weights, method.dim, dtype, exact_copies=copies)
     columns, table = [], []
     for m in sorted(plan.factors):
-        g = plan.factors[m] / math.sqrt(plan.weights[m])
+        g = plan.factors[m] / math.sqrt(plan.weights[m])  # relative to the root diagonal
         columns.append((m, tuple(range(len(table), len(table) + g.shape[1]))))
         table.extend(g.T)
     ranks, k = dict(columns), len(table)
@@ -303,18 +496,27 @@ def _draw(plan: GeneralPlan, key, z_dim: int, first: Dense, method, dtype) -> Ge
             block = jnp.asarray(block, dtype).at[np.asarray(cols[1:])].set(jnp.asarray(signs, dtype))
         blocks.append(block)
     mixer = jnp.concatenate([jnp.asarray(b, dtype) for b in blocks], axis=1)
-    return GeneralOneShotParams(features, jnp.asarray(np.stack(table, axis=1), dtype), mixer,
-                                float(first.W_std), float(first.bias), z_dim - (1 if first.bias > 0 else 0),
-                                float(plan.t0), plan.degree, tuple(columns), bool(method.renormalize))
+    log_s = np.log(plan.s)
+    return GeneralOneShotParams(features, jnp.asarray(np.stack(table, axis=1), dtype),
+                                jnp.asarray(plan.log_root, dtype), mixer, float(first.W_std), float(first.bias),
+                                z_dim - (1 if first.bias > 0 else 0), float(log_s[0]), float(log_s[1] - log_s[0]),
+                                plan.degree, tuple(columns), bool(method.renormalize))
 
 
 def _grid_factors(params: GeneralOneShotParams, root: jax.Array) -> jax.Array:
-    """(..., K) the table interpolated linearly in tau at |z| = root."""
-    tau = root / (root + params.t0)
-    pos = tau * ((GRID_POINTS - 1) / GRID_TOP)
-    i = jnp.clip(jnp.floor(pos), 0, GRID_POINTS - 2).astype(jnp.int32)
-    frac = jnp.clip(pos - i, 0.0, 1.0)[..., None]
-    return params.table[i] * (1 - frac) + params.table[i + 1] * frac
+    """(..., K) the factors at |z| = root: the relative table interpolated linearly in log s
+    (constant beyond the grid's ends), times the root diagonal interpolated linearly in log s
+    and extended by its end slopes (a power of s: exact for a bias-free stack's tiny inputs)."""
+    positive = root > 0
+    log_s = 2.0 * jnp.log(jnp.where(positive, root, 1.0))  # no log(0): zero rows of bias-free stacks
+    pos = (log_s - params.log_lo) / params.log_step
+    points = params.table.shape[0]
+    i = jnp.clip(jnp.floor(pos), 0, points - 2).astype(jnp.int32)
+    frac = pos - i
+    clipped = jnp.clip(frac, 0.0, 1.0)[..., None]
+    relative = params.table[i] * (1 - clipped) + params.table[i + 1] * clipped
+    log_root = params.log_root[i] * (1 - frac) + params.log_root[i + 1] * frac
+    return jnp.where(positive, jnp.exp(log_root), 0.0)[..., None] * relative
 
 
 def general_apply(params: GeneralOneShotParams, x: jax.Array) -> jax.Array:
@@ -343,22 +545,25 @@ def _source_slices(params: GeneralOneShotParams) -> list[tuple[int, int]]:
 
 def general_report(params: GeneralOneShotParams, layers, x=None) -> dict:
     """What the one-shot series keeps: its degree, the rank of each degree's coefficients, the
-    share of the NTK's diagonal the degrees up to it carry (min and mean over the rows of x, or
-    over the grid's typical variances without x), and the rows of x beyond the variance grid."""
-    plan = general_plan(tuple(layers), params.degree)
-    top = float((params.t0 * GRID_TOP / (1 - GRID_TOP)) ** 2)
+    grid's variance range, the share of the NTK's diagonal the degrees up to it carry and the
+    series' own error relative to the diagonal (min / mean / max over the rows of x, or over the
+    grid's typical variances without x), and the rows of x beyond the variance grid."""
+    points = params.table.shape[0]
+    lo = math.exp(params.log_lo)
+    hi = math.exp(params.log_lo + (points - 1) * params.log_step)
+    s_range = (2.0 ** round(math.log2(lo)), 2.0 ** round(math.log2(hi)))
+    plan = GeneralPlan(tuple(layers), params.degree, s_range, s_range)
     out = {"layer": "network", "kind": "one-shot Mehler series of the NTK", "degree": params.degree,
-           "ranks": {j: len(c) for j, c in params.columns if j <= params.degree}, "variance_range": (0.0, top)}
+           "ranks": {j: len(c) for j, c in params.columns if j <= params.degree}, "variance_range": (lo, hi)}
     if x is None:
-        kept = plan.kept[plan.central]
+        kept, bias = plan.kept[plan.central], plan.bias[plan.central]
     else:
-        x = np.asarray(x, np.float64).reshape(len(x), -1)
-        s = params.w0**2 * np.sum(x * x, axis=1) / params.in_dim + params.b0**2
-        root = np.sqrt(s)
-        kept = np.interp(root / (root + params.t0), plan.tau, plan.kept)
-        out["rows_beyond_grid"] = int(np.sum(s > top))
+        s = first_variances(layers, x)
+        kept, bias = plan.interpolate(s, plan.kept), plan.interpolate(s, plan.bias)
+        out["rows_beyond_grid"] = int(np.sum(s > hi * (1 + 1e-9)))
     out["ntk_kept_min"], out["ntk_kept_mean"] = float(np.min(kept)), float(np.mean(kept))
+    out["series_error_max"] = float(np.max(bias))
     return out
 
 
-__all__ = ["GeneralOneShotParams", "OneShotUnavailable", "general_apply", "general_init", "general_plan", "general_reason", "general_report"]
+__all__ = ["GeneralOneShotParams", "OneShotUnavailable", "SketchAccuracyWarning", "first_variances", "general_apply", "general_init", "general_plan", "general_reason", "general_report"]
