@@ -287,13 +287,15 @@ def steady_seconds(record) -> float | None:
 
 def time_axis_label(records) -> str:
     """What `steady_seconds` of these records measures, in words."""
+    features = [r for r in records if r["method"] != "exact"]
     included = []
-    if any(r.get("solve_compile_seconds") is None for r in records):
+    if any(r.get("solve_compile_seconds") is None for r in features):
         included.append("the solver's")
-    if any(r["method"] == "exact" for r in records):
-        included.append("the exact kernel's")
-    if any(r["method"] != "exact" and _feature_compile_included(r) for r in records):
+    if any(_feature_compile_included(r) for r in features):
         included.append("single-batch features'")
+    if len(features) < len(records):
+        included.append("exact kernel ridge's" if any(r.get("solve_compile_seconds") is None for r in records
+                                                       if r["method"] == "exact") else "the exact kernel's")
     if not included:
         return "seconds: features + solve, compilation excluded"
     return f"seconds: features + solve, compilation excluded\nexcept {', '.join(included)} (not separated)"

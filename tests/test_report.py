@@ -42,7 +42,7 @@ def test_time_axis_label_says_what_is_left_in():
     features = [r for r in records() if r["method"] != "exact"]
     assert report.time_axis_label(features) == "seconds: features + solve, compilation excluded"
     label = report.time_axis_label(records(solve_compile=None))
-    assert "except the solver's, the exact kernel's" in label
+    assert "except the solver's, exact kernel ridge's" in label
     single = [dict(features[0], note="compile_seconds 0: one feature batch, compilation not separable")]
     assert "single-batch features'" in report.time_axis_label(single)
 
