@@ -168,6 +168,7 @@ def _probe_ntk(params, x, *, ntk_fn):
 
 
 _loss = jax.jit(mse_loss, static_argnums=0)
+_grad = jax.jit(jax.grad(mse_loss, argnums=1), static_argnums=0)
 _apply = jax.jit(lambda apply_fn, params, x: apply_fn(params, x), static_argnums=0)
 
 
@@ -267,11 +268,14 @@ def ntk_velocity(net: FiniteNetwork, params, x_train, y_train, x_probe, *, offse
       (p, p) dTheta/dt.
     """
     targets = _column(y_train) if offset is None else _column(y_train) + _column(offset)
-    grads = jax.grad(mse_loss, argnums=1)(net.apply_fn, params, jnp.asarray(x_train), targets)
-    tangent = jax.tree_util.tree_map(jnp.negative, grads)
-    x_probe = jnp.asarray(x_probe)
-    _, velocity = jax.jvp(lambda p: net.ntk_fn(x_probe, None, p), (params,), (tangent,))
-    return velocity
+    return _velocity(params, jnp.asarray(x_train), targets, jnp.asarray(x_probe), apply_fn=net.apply_fn,
+                     ntk_fn=net.ntk_fn)
+
+
+@functools.partial(jax.jit, static_argnames=("apply_fn", "ntk_fn"))
+def _velocity(params, x, targets, x_probe, *, apply_fn, ntk_fn):
+    tangent = jax.tree_util.tree_map(jnp.negative, _grad(apply_fn, params, x, targets))
+    return jax.jvp(lambda p: ntk_fn(x_probe, None, p), (params,), (tangent,))[1]
 
 
 def third_order_kernel(net: FiniteNetwork, params, x1, x3, x2=None) -> jax.Array:
@@ -280,15 +284,15 @@ def third_order_kernel(net: FiniteNetwork, params, x1, x3, x2=None) -> jax.Array
     One JVP of theta -> Theta(x1, x2; theta) per row of x3, along that row's output gradient.
     Cost: n3 JVPs of the empirical NTK; for small probe sets.
     """
-    x1, x3 = jnp.asarray(x1), jnp.asarray(x3)
     x2 = None if x2 is None else jnp.asarray(x2)
+    return _third_order(params, jnp.asarray(x1), x2, jnp.asarray(x3), apply_fn=net.apply_fn, ntk_fn=net.ntk_fn)
 
-    def theta(p):
-        return net.ntk_fn(x1, x2, p)
 
+@functools.partial(jax.jit, static_argnames=("apply_fn", "ntk_fn"))
+def _third_order(params, x1, x2, x3, *, apply_fn, ntk_fn):
     def along(x):
-        g = jax.grad(lambda p: net.apply_fn(p, x[None])[0, 0])(params)
-        return jax.jvp(theta, (params,), (g,))[1]
+        g = jax.grad(lambda p: apply_fn(p, x[None])[0, 0])(params)
+        return jax.jvp(lambda p: ntk_fn(x1, x2, p), (params,), (g,))[1]
 
     return jnp.moveaxis(jax.lax.map(along, x3), 0, -1)
 
@@ -306,10 +310,9 @@ def check_first_steps(net: FiniteNetwork, params, x_train, y_train, x_probe, *, 
     offset = _apply(net.apply_fn, params, x_train) if center else None
     targets = y_train if offset is None else y_train + offset
     velocity = ntk_velocity(net, params, x_train, y_train, x_probe, offset=offset)
-    grad = jax.jit(jax.grad(mse_loss, argnums=1), static_argnums=0)
     p = params
     for _ in range(int(steps)):
-        p = jax.tree_util.tree_map(lambda a, g: a - learning_rate * g, p, grad(net.apply_fn, p, x_train, targets))
+        p = jax.tree_util.tree_map(lambda a, g: a - learning_rate * g, p, _grad(net.apply_fn, p, x_train, targets))
     theta0 = _probe_ntk(params, x_probe, ntk_fn=net.ntk_fn)
     measured = _probe_ntk(p, x_probe, ntk_fn=net.ntk_fn) - theta0
     predicted = steps * learning_rate * velocity
