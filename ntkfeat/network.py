@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ntkfeat import _checks, _random, batching, compat
+from ntkfeat import _checks, _norms, _random, batching, compat
 from ntkfeat._pytree import pytree_dataclass
 from ntkfeat.features import branching, linear, random_features, rows, sketch  # noqa: F401 (they register rules)
 from ntkfeat.features.branching import ChildrenParams, CompressParams, WIDTH_SLACK
@@ -172,8 +172,11 @@ def apply_feature_map(params: FeatureMap, x: jax.Array, get: str = "ntk", **kwar
     if power is None:
         return _apply(params, x, get, kwargs)
     axes = tuple(range(1, x.ndim))
-    s = jnp.max(jnp.abs(x), axis=axes)
-    s = jnp.where(s > 0, s, 1.0)
+    # A constant to differentiation: phi(x) = s^p phi(x / s) for every s > 0, so the gradient
+    # s^(p-1) phi'(x / s) is exact, and computed where x / s is well scaled. Through s it would
+    # be a sum of two terms that cancel only approximately (off by up to 127% at 1e20).
+    # A power of two: x / s is exact and its reciprocal is never flushed to zero.
+    s = _norms.power_of_two_scale(jnp.max(jnp.abs(x), axis=axes))
     out = _apply(params, x / s.reshape((-1,) + (1,) * len(axes)), get, kwargs)
     factor = s if power == 1 else s**power
     return out * factor.reshape((-1,) + (1,) * (out.ndim - 1)).astype(out.dtype)

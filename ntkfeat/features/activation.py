@@ -10,6 +10,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from ntkfeat import _norms
 from ntkfeat.features.state import Branches, Spec
 
 # One NTK feature (through a TensorSRHT) is noisier than one NNGP feature; measured on UCI data
@@ -31,10 +32,8 @@ def check_activation_input(spec, ctx, name: str) -> Spec:
 def normalize(nngp: jax.Array, diag: jax.Array | None):
     """(u, scale, norm): the unit feature, the exact root-diagonal sqrt(q) (or the feature norm
     where the diagonal is not known), and the feature norm |nngp|."""
-    norm = jnp.linalg.norm(nngp, axis=-1)
-    safe = jnp.where(norm > 0, norm, 1.0)
-    u = nngp / safe[..., None]
-    scale = norm if diag is None else jnp.sqrt(jnp.maximum(diag, 0.0))
+    u, norm = _norms.unit(nngp)  # gradient 0 (not NaN) at zero rows; exact at any scale
+    scale = norm if diag is None else _norms.safe_sqrt(diag)
     return u, scale, norm
 
 

@@ -16,7 +16,7 @@ from typing import NamedTuple
 import jax.numpy as jnp
 
 from ntkfeat import _random
-from ntkfeat._norms import rescale
+from ntkfeat._norms import norm, rescale
 from ntkfeat._pytree import pytree_dataclass
 from ntkfeat.features.state import Branches, Features, Spec
 from ntkfeat.features.table import apply_layer, init_layer, register
@@ -151,7 +151,7 @@ def compress(sketch: SRHTParams | None, x, renormalize: bool):
     if sketch is None or x is None:
         return x
     out = srht(sketch, x)
-    return rescale(out, jnp.linalg.norm(x, axis=-1)) if renormalize else out
+    return rescale(out, norm(x)) if renormalize else out
 
 
 def _merge_init(layer, key, specs, ctx, weights) -> tuple[CompressParams, Spec]:

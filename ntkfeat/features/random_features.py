@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ntkfeat import _random, _trig
+from ntkfeat._norms import norm as safe_norm
 from ntkfeat._pytree import pytree_dataclass
 from ntkfeat.exact import duals
 from ntkfeat.features.activation import activation_widths, check_activation_input, check_widths, normalize
@@ -290,8 +291,11 @@ def activation_init(layer: Activation, key, spec: Spec, ctx):
 
 def activation_apply(layer: Activation, params: ActivationRFParams, spec: Spec, f: Features, ctx) -> Features:
     z = f.nngp
-    q = jnp.sum(z * z, axis=-1)  # the variance of w.z, the one the sampled features see
-    inv_root = jnp.where(q > 0, jax.lax.rsqrt(jnp.where(q > 0, q, 1.0)), 0.0)
+    # The variance of w.z, the one the sampled features see, from a norm that neither under- nor
+    # overflows and has a finite derivative at zero rows.
+    root = safe_norm(z)
+    q = root * root
+    inv_root = jnp.where(root > 0, 1.0 / jnp.where(root > 0, root, 1.0), 0.0)
     weights, first = params.weights, None
     if isinstance(weights, StructuredProjection) and weights.first.shape[0] == 1:
         first = structured_first_stage(weights, z)  # (..., 1, N // 2 + 1): rfft(D1 z)

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ntkfeat import _random
-from ntkfeat._norms import rescale
+from ntkfeat._norms import norm as safe_norm, rescale, safe_sqrt
 from ntkfeat.exact import duals
 from ntkfeat.features.activation import activation_widths, check_activation_input, check_widths, normalize
 from ntkfeat.features.state import Features, Spec
@@ -209,7 +209,7 @@ def homogeneous_apply(layer: Activation, params: ActivationSketchParams, spec: S
     if spec.renormalize:  # |ntk (x) [c, t]| = |ntk| sqrt(c^2 + |t|^2), |t|^2 = d(1) - c^2 here
         c = params.product.constant
         t_sq = polynomials_at_one(params.kappa)[1] if t is not None else 0.0
-        ntk = rescale(ntk, jnp.linalg.norm(f.ntk, axis=-1) * jnp.sqrt(c * c + t_sq))
+        ntk = rescale(ntk, safe_norm(f.ntk) * jnp.sqrt(c * c + t_sq))
     if k != 1:
         ntk = ntk * (scale ** (k - 1))[..., None]
     return Features(nngp, ntk, diag)
@@ -256,13 +256,14 @@ def coefficients_with_tail(a, moments, degree: int, tail: bool, size: int):
             kept = xp.sum(a[..., mask & (l <= degree)] ** 2, axis=-1)
             r = xp.maximum(moments[1 + parity] - kept, 0.0)
             if len(degrees) == 1:
-                out[degrees[0]] = xp.sqrt(r)
+                out[degrees[0]] = safe_sqrt(r)
                 continue
             resolved = a[..., mask & (l > degree)] ** 2
             mean = xp.sum(resolved * l[mask & (l > degree)], axis=-1) + xp.maximum(r - xp.sum(resolved, axis=-1), 0) * top
             d1, d2 = degrees
             far = xp.clip((mean - d1 * r) / (d2 - d1), 0.0, r)
-            out[d1], out[d2] = xp.sqrt(r - far), xp.sqrt(far)
+            # A parity with no tail (r = 0: Erf's even part) has a zero, not NaN, derivative.
+            out[d1], out[d2] = safe_sqrt(r - far), safe_sqrt(far)
     zero = xp.zeros_like(a[..., 0])
     return xp.stack([out.get(j, zero) for j in range(size)], axis=-1)
 
@@ -338,7 +339,7 @@ def mehler_apply(layer: Activation, params: ActivationSketchParams, spec: Spec, 
     ntk = ntk_product(params, f.ntk, u, norm, t, constant=constant)
     if spec.renormalize:
         mass = constant**2 + (jnp.sum(coeffs[..., 1:] ** 2, axis=-1) if t is not None else 0.0)
-        ntk = rescale(ntk, jnp.linalg.norm(f.ntk, axis=-1) * jnp.sqrt(mass))
+        ntk = rescale(ntk, safe_norm(f.ntk) * safe_sqrt(mass))
     return Features(nngp, ntk, diag)
 
 

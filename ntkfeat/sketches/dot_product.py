@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ntkfeat import _random
-from ntkfeat._norms import rescale_blocks
+from ntkfeat._norms import norm, rescale_blocks
 from ntkfeat._pytree import pytree_dataclass
 from ntkfeat.sketches.monomials import monomial_features, monomial_features_init, monomial_products, num_monomials
 from ntkfeat.sketches.poly_sketch import PolySketchParams, num_levels, poly_sketch, poly_sketch_init, tensor_width
@@ -271,7 +271,7 @@ def dot_product_features(params: DotProductFeatureParams, x: jax.Array, *, heads
         sketched.update(poly_sketch(params.tree, x))
     sc = params.sqrt_coeffs.astype(x.dtype)
     if renormalize and sketched and x_norm is None:
-        x_norm = jnp.linalg.norm(x, axis=-1)
+        x_norm = norm(x)
     outputs = []
     for h in range(params.heads if heads else 1):
         parts = [sc[h, j] * exact[j] for j in params.head_exact[h]]

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 from ntkfeat import _random
 from ntkfeat._pytree import pytree_dataclass
 from ntkfeat.sketches.srht import (
-    HartleyRows, fft_length, hartley_gather, hartley_rows, split_proportional, stratified_indices,
+    HartleyRows, fft_length, hartley_gather, hartley_rows, split_proportional, stratified_indices, stratified_pairs,
 )
 
 
@@ -123,9 +123,9 @@ def offset_product_init(
         if ten_width < len(widths):
             raise ValueError(f"out_dim={out_dim} leaves no room for the product block")
         ms = split_proportional(ten_width, weights, caps=caps)
-        pairs = [stratified_indices(keys[3 * b + 2], n * y_len, m) for b, (n, m) in enumerate(zip(lens, ms))]
-        left = tuple(hartley_rows(p // y_len, n, dtype) for p, n in zip(pairs, lens))
-        right = tuple(hartley_rows(p % y_len, y_len, dtype) for p in pairs)
+        pairs = [stratified_pairs(keys[3 * b + 2], n, y_len, m) for b, (n, m) in enumerate(zip(lens, ms))]
+        left = tuple(hartley_rows(i, n, dtype) for (i, _), n in zip(pairs, lens))
+        right = tuple(hartley_rows(j, y_len, dtype) for _, j in pairs)
         orders = [jnp.argsort(rows.index, stable=True) for rows in left]
         left = tuple(_sorted(rows, o) for rows, o in zip(left, orders))
         right = tuple(_sorted(rows, o) for rows, o in zip(right, orders))

@@ -87,6 +87,19 @@ def stratified_indices(key: jax.Array, population: int, k: int) -> jax.Array:
     return _random.permutation(key, population)[np.arange(k) % population]
 
 
+def stratified_pairs(key: jax.Array, n1: int, n2: int, k: int) -> tuple:
+    """k index pairs (i, j) into range(n1) x range(n2), drawn as `stratified_indices` of the flat
+    index i n2 + j. Where n1 n2 does not fit an int32 (inputs wider than about 46,000 make a
+    TensorSRHT of two such transforms reach 2^31 pairs) the pairs are drawn with replacement, i
+    and j independently: the same uniform law on the product, and no permutation of it is due
+    (n1 n2 > 16 k)."""
+    if n1 * n2 < 2**31:
+        flat = stratified_indices(key, n1 * n2, k)
+        return flat // n2, flat % n2
+    k1, k2 = _random.split(key, 2)
+    return _random.randint(k1, (k,), n1), _random.randint(k2, (k,), n2)
+
+
 def hartley_rows(rows, n: int, dtype=jnp.float32) -> HartleyRows:
     """Maps Hartley rows p in [0, n) to positions in rfft's output (see HartleyRows)."""
     rows = jnp.asarray(rows, jnp.int32)
@@ -218,10 +231,8 @@ def tensor_srht_init(
     _check_dims(left_dim=left_dim, right_dim=right_dim, out_dim=out_dim)
     k1, k2, k3 = _random.split(key, 3)
     n1, n2 = fft_length(left_dim), fft_length(right_dim)
-    flat = stratified_indices(k3, n1 * n2, out_dim)
-    return TensorSRHTParams(
-        _signed_rows(k1, left_dim, flat // n2, dtype), _signed_rows(k2, right_dim, flat % n2, dtype)
-    )
+    rows1, rows2 = stratified_pairs(k3, n1, n2, out_dim)
+    return TensorSRHTParams(_signed_rows(k1, left_dim, rows1, dtype), _signed_rows(k2, right_dim, rows2, dtype))
 
 
 def tensor_srht(params: TensorSRHTParams, x: jax.Array, y: jax.Array) -> jax.Array:

@@ -1,0 +1,115 @@
+"""Gradients of feature maps: finite, equal to central differences, exact under rescaling.
+
+Every check runs in float64 on a few rows of 3 features. A directional derivative from
+`jax.jvp` and from `jax.grad` is compared with the central difference
+(L(x + h v) - L(x - h v)) / 2h, h = 1e-5, of a fixed random linear functional L of the features.
+Its truncation error is O(h^2) ~ 1e-10 and its rounding error ~ 1e-16 / h = 1e-11 (relative),
+so the tolerance 1e-6 (relative to the functional's gradient scale) can only fail on a wrong
+derivative. Random features of piecewise-linear activations (ReLU, ...) have kinks, but x +- h v
+crosses one with probability ~ h: the fixed keys below do not.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import ntkfeat as nf
+
+H = 1e-5
+TOL = 1e-6
+
+ACTIVATIONS = {
+    "Relu": nf.Relu(), "LeakyRelu": nf.LeakyRelu(0.1), "ABRelu": nf.ABRelu(-0.5, 1.0), "Abs": nf.Abs(),
+    "Sign": nf.Sign(), "RectifiedMonomial": nf.RectifiedMonomial(2), "Monomial": nf.Monomial(2),
+    "Hermite": nf.Hermite(2), "ExpNormalized": nf.ExpNormalized(), "Erf": nf.Erf(), "Gelu": nf.Gelu(),
+    "Sin": nf.Sin(), "Cos": nf.Cos(), "Exp": nf.Exp(), "Gaussian": nf.Gaussian(), "Rbf": nf.Rbf(),
+    "Gabor": nf.Gabor(), "Polynomial": nf.Polynomial((0.5, 1.0, 0.3)),
+    "ElementwiseNumerical": nf.ElementwiseNumerical(jnp.tanh, deg=25),
+}
+# Exp's features grow like exp(|x|): a smaller W_std keeps the series and its checks in range.
+W_STD = {"Exp": 0.5}
+METHODS = {
+    "sketch": nf.Sketch(dim=256),
+    "sketch_layerwise": nf.Sketch(dim=256, mode="layerwise"),
+    "random_features": nf.RandomFeatures(dim=256),
+}
+
+
+def _inputs():
+    return jax.random.normal(jax.random.PRNGKey(1), (3, 3), jnp.float64)
+
+
+def _map(act, method, bias: bool):
+    w = W_STD.get(type(act).__name__, 1.0)
+    layers = nf.serial(nf.Dense(1, W_std=w, b_std=0.3 if bias else None), act, nf.Dense(1, W_std=1.0))
+    init_fn, feature_fn, _ = layers
+    try:
+        params = init_fn(jax.random.PRNGKey(0), (-1, 3), method)
+    except NotImplementedError as e:  # an activation without a rule for this method
+        pytest.skip(str(e))
+    return lambda x: feature_fn(params, x)
+
+
+def _check_directional(f, x, key=2):
+    """jvp, grad and the central difference of L(x) = <r, f(x)> along a random v agree."""
+    out = f(x)
+    r = jax.random.normal(jax.random.PRNGKey(key), out.shape, jnp.float64)
+    v = jax.random.normal(jax.random.PRNGKey(key + 1), x.shape, jnp.float64)
+
+    def loss(z):
+        return jnp.sum(r * f(z))
+
+    grad = jax.grad(loss)(x)
+    _, tangent = jax.jvp(loss, (x,), (v,))
+    fd = (loss(x + H * v) - loss(x - H * v)) / (2 * H)
+    assert np.all(np.isfinite(np.asarray(grad))), "NaN or inf gradient"
+    scale = float(jnp.linalg.norm(grad) * jnp.linalg.norm(v)) + 1e-300
+    assert abs(float(tangent) - float(fd)) <= TOL * scale, (float(tangent), float(fd))
+    assert abs(float(jnp.vdot(grad, v)) - float(fd)) <= TOL * scale
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize("name", list(ACTIVATIONS))
+def test_gradient_matches_central_differences(name, method):
+    with jax.enable_x64(True):
+        f = _map(ACTIVATIONS[name], METHODS[method], bias=True)
+        _check_directional(f, _inputs())
+
+
+@pytest.mark.parametrize("method", ["sketch", "random_features"])
+@pytest.mark.parametrize("name", ["Relu", "Abs", "Erf", "Gelu", "Sin"])
+def test_bias_free_gradient_at_zero_row_is_the_limit(name, method):
+    """A bias-free stack's kernel K(x, x) = |phi(x)|^2 is even in x (the pre-activations of -x
+    are those of x, in law), so its gradient at x = 0 is exactly 0; other rows are unaffected."""
+    with jax.enable_x64(True):
+        f = _map(ACTIVATIONS[name], METHODS[method], bias=False)
+        x = _inputs().at[0].set(0.0)
+        grad = jax.grad(lambda z: jnp.sum(f(z) ** 2))(x)
+        assert np.all(np.isfinite(np.asarray(grad)))
+        assert np.all(np.asarray(grad[0]) == 0.0)
+        _check_directional(lambda z: f(jnp.concatenate([x[:1], z])), x[1:])
+
+
+@pytest.mark.parametrize("name", ["Relu", "Erf", "Gelu"])
+def test_gradient_finite_at_tiny_rows(name):
+    """Rows scaled by 1e-20 (squares 1e-40: below float32's range): finite gradients, in float32."""
+    f = _map(ACTIVATIONS[name], nf.Sketch(dim=256), bias=False)
+    x = np.asarray(_inputs(), np.float32) * np.float32(1e-20)
+    grad = jax.grad(lambda z: jnp.sum(f(z)))(jnp.asarray(x))
+    assert np.all(np.isfinite(np.asarray(grad)))
+
+
+@pytest.mark.parametrize("method", ["sketch", "random_features"])
+def test_homogeneous_gradient_is_scale_exact(method):
+    """phi(c x) = c phi(x) for a bias-free ReLU stack, so grad_x <r, phi>(c x) = grad <r, phi>(x)
+    for c > 0: float32 from 1e-30 to 1e30, within 1e-4 relative (float32 rounding of the features)."""
+    f = _map(nf.Relu(), METHODS[method], bias=False)
+    x = jnp.asarray(_inputs(), jnp.float32)
+    r = jax.random.normal(jax.random.PRNGKey(5), f(x).shape, jnp.float32)
+    loss = lambda z: jnp.sum(r * f(z))  # noqa: E731
+    reference = np.asarray(jax.grad(loss)(x), np.float64)
+    for c in (1e-30, 1e-20, 1e-10, 1e10, 1e20, 1e30):
+        grad = np.asarray(jax.grad(loss)(x * np.float32(c)), np.float64)
+        assert np.all(np.isfinite(grad)), c
+        assert np.linalg.norm(grad - reference) <= 1e-4 * np.linalg.norm(reference), c
