@@ -147,15 +147,26 @@ class CompileClock:
     """Seconds JAX reported spending on compilation while the clock ran and was not paused."""
 
     def __init__(self):
-        self.seconds = 0.0
+        self.spans = []  # (start, end) wall times of the compile stages seen
         self.paused = False
 
+    @property
+    def seconds(self) -> float:
+        # The union of the spans: a jitted function traced inside another's trace reports its own
+        # span within the outer one, which a plain sum would count twice.
+        total, reach = 0.0, float("-inf")
+        for start, end in sorted(self.spans):
+            if end > reach:
+                total += end - max(start, reach)
+                reach = end
+        return total
 
-def _on_event(event: str, duration: float, **_) -> None:
+
+def _on_span(event: str, start_time: float, end_time: float, **_) -> None:
     if event in _COMPILE_EVENTS:
         for clock in _clocks:
             if not clock.paused:
-                clock.seconds += duration
+                clock.spans.append((start_time, end_time))
 
 
 @contextlib.contextmanager
@@ -167,7 +178,7 @@ def compile_clock():
     """
     global _listening
     if not _listening:
-        jax.monitoring.register_event_duration_secs_listener(_on_event)
+        jax.monitoring.register_event_time_span_listener(_on_span)
         _listening = True
     clock = CompileClock()
     _clocks.append(clock)

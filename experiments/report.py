@@ -265,9 +265,11 @@ def _empty_panel(ax, message: str) -> None:
 
 
 def _feature_compile_included(record) -> bool:
-    """Whether a record's feature_seconds still holds compilation: the exact kernel's (not
-    separated), or a single feature batch's (the run's note says so)."""
-    return record["method"] == "exact" or "compile_seconds 0" in (record.get("note") or "")
+    """Whether a record's feature_seconds still holds compilation: a single feature batch's (the
+    run's note says so), or the exact kernel's in results written before it was counted."""
+    if record["method"] == "exact":
+        return record.get("solve_compile_seconds") is None
+    return "compile_seconds 0" in (record.get("note") or "")
 
 
 def steady_seconds(record) -> float | None:
@@ -275,9 +277,10 @@ def steady_seconds(record) -> float | None:
     without compilation, as far as the record separates it.
 
     compile_seconds is the first feature batch's time beyond the mean of the others (0 where it
-    cannot be estimated, and for the exact kernel); solve_compile_seconds is JAX's own count of
-    the solver's compilation (`experiments.fitting.compile_clock`; absent in older results, whose
-    solve_seconds then still include it). `time_axis_label` says which is the case.
+    cannot be estimated), or for the exact kernel JAX's own count of its compilation;
+    solve_compile_seconds is JAX's count of the solver's compilation
+    (`experiments.fitting.compile_clock`). Both are absent or 0 in results written before they
+    were counted, whose times then still include them; `time_axis_label` says which is the case.
     """
     if record.get("feature_seconds") is None or record.get("solve_seconds") is None:
         return None
@@ -293,9 +296,8 @@ def time_axis_label(records) -> str:
         included.append("the solver's")
     if any(_feature_compile_included(r) for r in features):
         included.append("single-batch features'")
-    if len(features) < len(records):
-        included.append("exact kernel ridge's" if any(r.get("solve_compile_seconds") is None for r in records
-                                                       if r["method"] == "exact") else "the exact kernel's")
+    if any(_feature_compile_included(r) for r in records if r["method"] == "exact"):
+        included.append("exact kernel ridge's")
     if not included:
         return "seconds: features + solve, compilation excluded"
     return f"seconds: features + solve, compilation excluded\nexcept {', '.join(included)} (not separated)"
