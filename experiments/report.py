@@ -21,8 +21,8 @@ import yaml
 RECORD_FIELDS = (
     "dataset", "method", "label", "dim", "out_dim", "repeat", "key_seed", "n_train", "n_test", "task", "lambda",
     "test_rmse", "test_accuracy", "test_mse", "val_score", "kernel_rel_fro", "spectral_eps", "statistical_dimension",
-    "prediction_agreement", "feature_seconds", "compile_seconds", "solve_seconds", "solve_compile_seconds", "init_seconds", "solver_path",
-    "note",
+    "prediction_agreement", "feature_seconds", "compile_seconds", "solve_seconds", "solve_compile_seconds",
+    "init_seconds", "solver_path", "note",
 )
 PLOT_FILES = ("kernel_error_vs_dim.png", "metric_vs_time.png")
 
