@@ -25,6 +25,7 @@ import yaml
 
 import ntkfeat as nf
 from ntkfeat.data import DATASET_NAMES, FLIP_MODES
+from ntkfeat.data.preprocess import PATCH_DEFAULTS
 
 
 class ConfigError(ValueError):
@@ -356,6 +357,22 @@ def build_layers(architecture: list, path: str = "architecture") -> list:
 
 # --------------------------------------------------------------------------- data, methods, solver
 
+# data.patches: the options of ntkfeat.data.preprocess.fit_random_patches.
+_PATCH_FIELDS = {
+    "count": (integer(1), PATCH_DEFAULTS["count"]),
+    "size": (integer(1), PATCH_DEFAULTS["size"]),
+    "zca": (number(0.0, exclusive=True), PATCH_DEFAULTS["zca"]),
+    "threshold": (number(0.0), PATCH_DEFAULTS["threshold"]),
+    "samples": (integer(1), PATCH_DEFAULTS["samples"]),
+    "contrast_eps": (number(0.0), PATCH_DEFAULTS["contrast_eps"]),
+    "seed": (integer(0), PATCH_DEFAULTS["seed"]),
+}
+
+
+def _check_patches(value, path: str) -> dict:
+    return check_keys(value, path, _PATCH_FIELDS)
+
+
 _DATA_FIELDS = {
     "name": (lambda v, p: choice(*DATASET_NAMES)(v.lower() if isinstance(v, str) else v, p), None),
     "label": (optional(string), None),
@@ -369,6 +386,8 @@ _DATA_FIELDS = {
     "task": (optional(choice("regression", "classification")), None),
     "zca": (optional(number(0.0, exclusive=True)), None),  # ZCA regularization eps (images); null: none
     "flip": (optional(choice(*FLIP_MODES)), None),  # horizontal flips (images): augment | average
+    # A random-patch input layer (images): {count, size, zca, threshold, samples, contrast_eps, seed}.
+    "patches": (optional(_check_patches), None),
 }
 
 DIMS = list_of(integer(2), what="list of integers >= 2")

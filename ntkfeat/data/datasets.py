@@ -104,7 +104,7 @@ def _open(name: str, root, path, split: int, seed: int, task: str | None) -> sou
 def load_dataset(name: str, *, root: str | None = None, path: str | None = None, split: int = 0,
                  n_train: int | None = None, n_test: int | None = None, seed: int = 0,
                  standardize: bool = True, task: str | None = None, images: bool | None = None,
-                 zca: float | None = None, flip: str | None = None) -> Dataset:
+                 zca: float | None = None, flip: str | None = None, patches: dict | None = None) -> Dataset:
     """Loads, splits, subsets and standardizes a dataset.
 
     Names: 'diabetes', 'digits' (scikit-learn, no files needed); the UCI regression sets 'boston',
@@ -130,7 +130,10 @@ def load_dataset(name: str, *, root: str | None = None, path: str | None = None,
     images together with their mirror images (for 'augment' that is the training set as
     returned), so whitening commutes with flips. `flip='average'` changes no rows: it asks for
     flip-averaged features (phi(x) + phi(flip x)) / sqrt 2, which the feature pipeline applies
-    (`ntkfeat.data.flips.flip_averaged`; `info['flip']` says so) and needs NHWC images.
+    (`ntkfeat.data.flips.flip_averaged`; `info['flip']` says so) and needs NHWC images. Last,
+    `patches={...}` replaces every image by the output of a random-patch layer (Coates, Lee, Ng
+    2011) fitted on the training images only (`preprocess.fit_random_patches`; with any flip
+    option the filter bank is closed under flips).
 
     Args:
       name: one of DATASET_NAMES (case-insensitive).
@@ -146,6 +149,8 @@ def load_dataset(name: str, *, root: str | None = None, path: str | None = None,
         None: NHWC except digits, which is flat (n, 64) by default.
       zca: None, or the ZCA regularization eps > 0 (images only; e.g. 0.1, Han et al. 2022).
       flip: None, 'augment' or 'average' (images only; see above).
+      patches: None, or the options of `preprocess.fit_random_patches` (count, size, zca,
+        threshold, samples, contrast_eps, seed; missing ones take `preprocess.PATCH_DEFAULTS`).
 
     Returns:
       A Dataset. `info` holds: source, split, split_rule, original_shape, n_train_available,
@@ -163,13 +168,18 @@ def load_dataset(name: str, *, root: str | None = None, path: str | None = None,
       FileNotFoundError: missing data folder or file.
     """
     name = _check_arguments(name, split, n_train, n_test, seed, task, images, zca, flip)
+    if patches is not None:
+        patches = preprocess.check_patch_options(patches)
     source = _open(name, root, path, split, seed, task)
     where = f"{name} (split {split})"
-    for option, value in (("images", images), ("zca", zca), ("flip", flip)):
+    for option, value in (("images", images), ("zca", zca), ("flip", flip), ("patches", patches)):
         if value and not source.images:
             raise ValueError(f"{option}={value!r} needs image data, but {name} is tabular with shape "
                              f"{source.info['original_shape']}")
     flat = source.images and (images is False or (images is None and source.flat_by_default))
+    if patches is not None and flat:
+        raise ValueError(f"patches need NHWC images, but {name} would be flattened (images={images!r}): "
+                         "pass images=True")
     if flip == "average" and flat:
         raise ValueError(f"flip='average' flips images inside the feature map and needs them in NHWC, but "
                          f"{name} would be flattened (images={images!r}): pass images=True")
@@ -188,7 +198,7 @@ def load_dataset(name: str, *, root: str | None = None, path: str | None = None,
     info = dict(source.info, seed=seed, n_train_available=n_train_available, n_test_available=n_test_available,
                 train_rows=train_rows, test_rows=test_rows, standardized=standardize, dropped_columns=[],
                 x_mean=None, x_std=None, pixel_scale=None, classes=classes, flip=flip, train_flipped=None,
-                zca=None, preprocessing=[])
+                zca=None, patches=None, preprocessing=[])
     if n_train is not None or source.shuffle:
         info["preprocessing"].append(f"train rows: {len(train_rows)} of {n_train_available}, seeded random order")
     if n_test is not None or source.shuffle:
@@ -202,6 +212,8 @@ def load_dataset(name: str, *, root: str | None = None, path: str | None = None,
                                      f"by its mirror image ({len(x_train)} training rows; test rows unchanged)")
     if source.images:
         x_train, x_test = _prepare_images(x_train, x_test, source.pixel_scale, standardize, flat, zca, flip, info)
+        if patches is not None:
+            x_train, x_test = _random_patches(x_train, x_test, patches, flip, info)
     else:
         x_train, x_test = _prepare_tabular(x_train, x_test, standardize, where, info)
     y_train, y_test, y_mean, y_std = _prepare_targets(y_train, y_test, classes, standardize, info)
@@ -245,6 +257,25 @@ def _whiten(x_train, x_test, zca: float, flip, info: dict) -> None:
     info["preprocessing"].append(
         f"ZCA whitening fitted on the {len(fit_rows)} training images{mirrors}: each image centred on its own "
         f"mean and scaled to unit norm, W = U (S + {zca:g} mean(S))^(-1/2) U^T from their second moment U S U^T")
+
+
+def _random_patches(x_train, x_test, options: dict, flip, info: dict):
+    """Both splits through a random-patch layer fitted on the training images; records it in info."""
+    t0 = time.perf_counter()
+    # Augmented rows hold each image and its mirror: draw from the images alone (the filter bank
+    # gets the mirrors anyway), so that no patch is drawn twice.
+    fit_rows = x_train[0::2] if flip == "augment" else x_train
+    fitted = preprocess.fit_random_patches(fit_rows, **options, flip_symmetric=flip is not None)
+    x_train = preprocess.apply_random_patches(fitted, x_train)
+    x_test = preprocess.apply_random_patches(fitted, x_test)
+    info["patches"] = dict(options, n_fit=fitted.n_fit, flip_symmetric=flip is not None,
+                           sources=fitted.sources, seconds=time.perf_counter() - t0)
+    mirrors = " (and their mirrors)" if flip is not None else ""
+    info["preprocessing"].append(
+        f"random-patch layer: {options['count']} contrast-normalized, ZCA-whitened {options['size']}x{options['size']} "
+        f"patches{mirrors} drawn from the {len(fit_rows)} training images as filters (periodic boundaries), split "
+        f"soft threshold {options['threshold']:g}: {x_train.shape[-1]} channels")
+    return x_train, x_test
 
 
 def _prepare_tabular(x_train, x_test, standardize: bool, where: str, info: dict):

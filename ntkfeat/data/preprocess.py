@@ -398,3 +398,175 @@ def zca_whiten(x_train: np.ndarray, x_test: np.ndarray, regularization: float, *
     """
     zca = fit_zca(x_train, regularization, flip_symmetric=flip_symmetric, chunk_rows=chunk_rows)
     return apply_zca(zca, x_train, chunk_rows=chunk_rows), apply_zca(zca, x_test, chunk_rows=chunk_rows), zca
+
+
+# --------------------------------------------------------------------------- random patches
+
+# Options of `fit_random_patches` (data.patches in a config) and their defaults.
+PATCH_DEFAULTS = {"count": 64, "size": 5, "zca": 0.1, "threshold": 0.25, "samples": 10000, "contrast_eps": 0.01,
+                  "seed": 0}
+_PATCH_CHUNK_ROWS = 256
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class RandomPatches:
+    """A random-patch input layer (Coates, Lee, Ng 2011) fitted on training images
+    (`fit_random_patches`); apply it with `apply_random_patches`.
+
+    An image's patch at position p (size x size x C, periodic boundaries) is contrast-normalized,
+    u = (v - mean(v)) / sqrt(var(v) + contrast_eps), whitened, w = (u - mu) W, and filtered by the
+    unit-norm whitened training patches F: z = F w. The output channels are the split soft
+    threshold [max(0, z - threshold), max(0, -z - threshold)], 2 * count channels.
+
+    Attributes:
+      filters: float64 (count, d), d = size * size * C: unit-norm whitened training patches.
+      whitening: float64 (d, d), W = U (S + zca * mean(S))^(-1/2) U^T of the normalized patches'
+        covariance U S U^T.
+      mean: float64 (d,), mu, the mean normalized patch.
+      size, threshold, contrast_eps: as given.
+      channels: C of the images it applies to.
+      sources: int (count, 4): (training image, row, column, mirrored) of each filter's patch.
+      n_fit: training images the patches were drawn from.
+    """
+
+    filters: np.ndarray
+    whitening: np.ndarray
+    mean: np.ndarray
+    size: int
+    threshold: float
+    contrast_eps: float
+    channels: int
+    sources: np.ndarray
+    n_fit: int
+
+    def __repr__(self) -> str:
+        return (f"RandomPatches(count={len(self.filters)}, size={self.size}, threshold={self.threshold:g}, "
+                f"n_fit={self.n_fit})")
+
+
+def check_patch_options(options) -> dict:
+    """The options of `fit_random_patches` with defaults filled in; ValueError naming a bad key."""
+    if not isinstance(options, dict):
+        raise ValueError(f"patches must be a mapping of options ({', '.join(PATCH_DEFAULTS)}), got {options!r}")
+    unknown = sorted(set(options) - set(PATCH_DEFAULTS))
+    if unknown:
+        raise ValueError(f"patches.{unknown[0]}: unknown option (options: {', '.join(PATCH_DEFAULTS)})")
+    out = dict(PATCH_DEFAULTS, **options)
+    for key in ("count", "size", "samples"):
+        if isinstance(out[key], bool) or not isinstance(out[key], (int, np.integer)) or out[key] < 1:
+            raise ValueError(f"patches.{key} must be an integer >= 1, got {out[key]!r}")
+    if isinstance(out["seed"], bool) or not isinstance(out["seed"], (int, np.integer)) or out["seed"] < 0:
+        raise ValueError(f"patches.seed must be an integer >= 0, got {out['seed']!r}")
+    for key, low, strict in (("zca", 0.0, True), ("threshold", 0.0, False), ("contrast_eps", 0.0, False)):
+        v = out[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.number)) or not np.isfinite(v) or v < low \
+                or (strict and v == low):
+            raise ValueError(f"patches.{key} must be a number {'>' if strict else '>='} {low:g}, got {v!r}")
+    return out
+
+
+def _patches_at(x: np.ndarray, size: int) -> np.ndarray:
+    """Every size x size patch of NHWC images with periodic boundaries (the image wraps around,
+    SAME's pad amounts, as Conv(padding='CIRCULAR')): (n, H, W, size * size * C), float64,
+    flattened in (row, column, channel) order."""
+    lo, hi = (size - 1) // 2, size // 2
+    padded = np.pad(x.astype(np.float64), ((0, 0), (lo, hi), (lo, hi), (0, 0)), mode="wrap")
+    views = np.lib.stride_tricks.sliding_window_view(padded, (size, size), axis=(1, 2))  # (n, H, W, C, s, s)
+    return np.ascontiguousarray(views.transpose(0, 1, 2, 4, 5, 3)).reshape(x.shape[:3] + (-1,))
+
+
+def _contrast_normalize(p: np.ndarray, eps: float) -> np.ndarray:
+    p = p - p.mean(axis=-1, keepdims=True)
+    return p / np.sqrt(np.mean(p * p, axis=-1, keepdims=True) + eps)
+
+
+def fit_random_patches(x_train: np.ndarray, count: int = 64, size: int = 5, *, zca: float = 0.1,
+                       threshold: float = 0.25, samples: int = 10000, contrast_eps: float = 0.01, seed: int = 0,
+                       flip_symmetric: bool = False) -> RandomPatches:
+    """Draws the random-patch filters and their whitening from training images only.
+
+    `samples` patches (uniform training image, uniform position, periodic boundaries) are
+    contrast-normalized; their covariance C = U S U^T gives the ZCA W = U (S + zca mean(S))^(-1/2)
+    U^T (the same relative regularization as `fit_zca`; Coates et al. add 0.1 to S of patches
+    with unit-variance coordinates, which is what contrast normalization gives); the first
+    `count` of them, whitened and scaled to unit norm, are the filters. With `flip_symmetric`, the
+    samples are the first half drawn plus their horizontal mirrors and the filters are count // 2
+    drawn patches plus their mirrors (count must be even): the filter bank is closed under flips
+    and W commutes with them, so the layer maps a mirrored image to the mirrored output with
+    its channels permuted, which leaves every kernel of the output unchanged.
+
+    Args:
+      x_train: (n, H, W, C) training images (standardized).
+      count: number of filters N (the output has 2N channels).
+      size: patch side s.
+      zca: whitening regularization, relative to the mean eigenvalue.
+      threshold: alpha of the split soft threshold.
+      samples: patches drawn to fit the whitening (at least count).
+      contrast_eps: added to each patch's variance before dividing (flat patches stay small).
+      seed: seeds NumPy's generator for the draws.
+      flip_symmetric: see above.
+
+    Returns:
+      A RandomPatches; statistics in float64.
+    """
+    options = check_patch_options(dict(count=count, size=size, zca=zca, threshold=threshold, samples=samples,
+                                       contrast_eps=contrast_eps, seed=seed))
+    _check_images(x_train, "x_train")
+    n, h, w, c = x_train.shape
+    if n == 0:
+        raise ValueError("random patches need at least one training image")
+    if flip_symmetric and count % 2:
+        raise ValueError(f"patches.count must be even with flips (each patch comes with its mirror), got {count}")
+    samples = max(options["samples"], count)
+    drawn = samples // 2 if flip_symmetric else samples
+    rng = np.random.default_rng(seed)
+    where = np.stack([rng.integers(0, n, drawn), rng.integers(0, h, drawn), rng.integers(0, w, drawn)], axis=1)
+    lo = (size - 1) // 2
+    rows = (where[:, 1:2] - lo + np.arange(size)) % h  # (drawn, s): periodic boundaries
+    cols = (where[:, 2:3] - lo + np.arange(size)) % w
+    p = x_train[where[:, 0, None, None], rows[:, :, None], cols[:, None, :]].astype(np.float64)  # (drawn, s, s, C)
+    mirrored = np.zeros(drawn, bool)
+    if flip_symmetric:
+        k = count // 2
+        p = np.concatenate([p[:k], p[:k, :, ::-1], p[k:], p[k:, :, ::-1]])
+        where = np.concatenate([where[:k], where[:k], where[k:], where[k:]])
+        mirrored = np.concatenate([np.zeros(k, bool), np.ones(k, bool), np.zeros(drawn - k, bool),
+                                   np.ones(drawn - k, bool)])
+    u = _contrast_normalize(p.reshape(len(p), -1), contrast_eps)
+    mean = u.mean(axis=0)
+    cov = (u - mean).T @ (u - mean) / len(u)
+    s, vecs = np.linalg.eigh((cov + cov.T) / 2)
+    s = np.maximum(s, 0.0)
+    shift = zca * float(np.mean(s))
+    if shift <= 0:
+        raise ValueError("every sampled training patch is constant: nothing to whiten")
+    whitening = (vecs / np.sqrt(s + shift)) @ vecs.T
+    filters = (u[:count] - mean) @ whitening
+    norms = np.linalg.norm(filters, axis=1, keepdims=True)
+    filters = np.divide(filters, norms, out=np.zeros_like(filters), where=norms > 0)
+    sources = np.concatenate([where[:count], mirrored[:count, None]], axis=1).astype(np.int64)
+    return RandomPatches(filters=filters, whitening=(whitening + whitening.T) / 2, mean=mean, size=size,
+                         threshold=float(threshold), contrast_eps=float(contrast_eps), channels=c, sources=sources,
+                         n_fit=n)
+
+
+def apply_random_patches(patches: RandomPatches, x: np.ndarray, *,
+                         chunk_rows: int | None = _PATCH_CHUNK_ROWS) -> np.ndarray:
+    """The random-patch layer's output: (n, H, W, C) images -> float32 (n, H, W, 2 * count).
+
+    Periodic boundaries keep the spatial shape (so a later circular convolution sees a periodic
+    image throughout). Computed in float64 by chunks of `chunk_rows` images."""
+    _check_images(x, "x")
+    if x.shape[-1] != patches.channels:
+        raise ValueError(f"the patches were fitted on images with {patches.channels} channels, got {x.shape[-1]}")
+    project = patches.whitening @ patches.filters.T  # (d, N): whitening and filtering in one product
+    offset = patches.mean @ project
+    n, h, w = x.shape[:3]
+    out = np.empty((n, h, w, 2 * len(patches.filters)), np.float32)
+    step = max(n if chunk_rows is None else chunk_rows, 1)
+    for start in range(0, n, step):
+        u = _contrast_normalize(_patches_at(x[start:start + step], patches.size), patches.contrast_eps)
+        z = u @ project - offset
+        out[start:start + step] = np.concatenate([np.maximum(z - patches.threshold, 0.0),
+                                                  np.maximum(-z - patches.threshold, 0.0)], axis=-1)
+    return out
