@@ -280,8 +280,12 @@ def _log_log(ax, records, summary, key, label):
         w = np.geomspace(widths[0], widths[-1], 50)
         ax.plot(w, np.exp(summary[key + "_intercept"]) * w ** summary[key + "_slope"], "--", color="C1",
                 label=f"fit: slope {summary[key + '_slope']:.3f}")
-        ax.plot(w, (summary["rows"][0][key]) * (w / widths[0]) ** -0.5, ":", color="black", alpha=0.6,
-                label="slope -1/2 (reference)")
+        # References through the first mean: -1/2 is the O(m^-1/2) bound on the NTK's change (Jacot et
+        # al. 2018, Lee et al. 2019) and the size of Theta_0's own fluctuation; -1 is the O(1/m) rate
+        # of dTheta/dt that Dyer and Gur-Ari (ICLR 2020) derive.
+        for slope, style in ((-0.5, ":"), (-1.0, "-.")):
+            ax.plot(w, summary["rows"][0][key] * (w / widths[0]) ** slope, style, color="black", alpha=0.5,
+                    label=f"slope {slope:g} (reference)")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xticks(widths, [str(w) for w in widths])
