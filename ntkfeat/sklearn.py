@@ -133,6 +133,12 @@ class NTKFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         self.params_ = params
         return self
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # Features are float32 whatever the input (JAX's default dtype), float64 in 64-bit mode.
+        tags.transformer_tags.preserves_dtype = ["float64"] if jax.config.jax_enable_x64 else ["float32"]
+        return tags
+
     @property
     def n_features_out_(self) -> int:
         check_is_fitted(self, "params_")
@@ -143,8 +149,9 @@ class NTKFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         check_is_fitted(self, "params_")
         X = self._rows(X, reset=False)
         if X.ndim == 2 and hasattr(self, "n_features_in_") and X.shape[1] != self.n_features_in_:
-            raise ValueError(f"NTKFeatures: X has {X.shape[1]} features, but this NTKFeatures was fitted with "
-                             f"{self.n_features_in_}")
+            # scikit-learn's own wording, which its estimator checks look for
+            raise ValueError(f"X has {X.shape[1]} features, but NTKFeatures is expecting {self.n_features_in_} "
+                             "features as input.")
         _, feature_fn, _ = views(self.params_.layer)
         n = X.shape[0]
         bs = default_batch_size(self.params_) if self.batch_size is None else check_batch_size(self.batch_size)

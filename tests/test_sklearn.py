@@ -84,7 +84,7 @@ def test_fixed_key_clone_and_rows_reshaped_to_images():
     np.testing.assert_array_equal(est.transform(x[:3]), z[:3])  # rows are independent of padding
     other = nf.sklearn.NTKFeatures(NET, RF, key=6, batch_size=BS).fit_transform(x)
     assert not np.allclose(other, z)
-    with pytest.raises(ValueError, match="fitted with 16"):
+    with pytest.raises(ValueError, match="X has 5 features, but NTKFeatures is expecting 16"):
         est.transform(x[:, :5])
 
     cnn = [nf.Conv(8, (3, 3), padding="SAME"), nf.Relu(), nf.Flatten(), nf.Dense(1)]
