@@ -440,6 +440,25 @@ _EVALUATION_FIELDS = {
     # small lambda fits (NOTES.md); false halves the cost where lambda stays large (CIFAR CNTKs).
     "exact_float64": (boolean, True),
 }
+
+
+def _shards_option(value, path):
+    if value == "auto" or isinstance(value, bool):
+        return value
+    raise _fail(path, "auto, true or false", value)
+
+
+_STORE_FIELDS = {
+    # Feature shards in the run folder (ntkfeat.store), which make a run resumable (--resume):
+    # 'auto' keeps them when a run's training and test features reach SHARDS_AUTO_BYTES.
+    "shards": (_shards_option, "auto"),
+    # Rows per shard; null: about 64 MiB of float32 features per shard (256 to 16384 rows).
+    "rows": (optional(integer(1)), None),
+    # Keep the shards when the run ends (their disk use is printed); false deletes them then.
+    "keep": (boolean, True),
+}
+SHARDS_AUTO_BYTES = 64 << 20
+
 _TOP_FIELDS = {  # data, architecture, methods, solver and evaluation are checked by their own functions
     "name": (string, None),
     "seed": (integer(0), 0),
@@ -449,6 +468,7 @@ _TOP_FIELDS = {  # data, architecture, methods, solver and evaluation are checke
     "methods": (_as_is, None),
     "solver": (_as_is, None),
     "evaluation": (_as_is, None),
+    "store": (_as_is, None),
     "plots": (boolean, True),
 }
 _SOLVER_DEFAULTS = {k: d for k, (_, d) in _SOLVER_FIELDS.items()}
@@ -538,9 +558,10 @@ def validate(raw: dict, default_name: str = "run") -> dict:
     evaluation = check_keys(raw.get("evaluation") or {}, "evaluation", _EVALUATION_FIELDS)
     if solver is None and evaluation["kernel_error_rows"] == 0:
         raise ConfigError("evaluation.kernel_error_rows: is 0 and solver is null: there is nothing to compute")
+    store = check_keys(raw.get("store") or {}, "store", _STORE_FIELDS)
     return {
         "name": name, "seed": top["seed"], "data": data, "task": top["task"], "architecture": architecture,
-        "methods": methods, "solver": solver, "evaluation": evaluation, "plots": top["plots"],
+        "methods": methods, "solver": solver, "evaluation": evaluation, "store": store, "plots": top["plots"],
     }
 
 

@@ -28,12 +28,17 @@ all-gathered, every process solves the same problem, and process 0 alone writes 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
+import errno
+import json
 import os
 import pathlib
 import platform
+import resource
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -46,11 +51,12 @@ import numpy as np
 
 import ntkfeat as nf
 from experiments import fitting, report
-from experiments.config import ConfigError, build_layers, load_config
+from experiments.config import SHARDS_AUTO_BYTES, ConfigError, build_layers, load_config
 from experiments.methods import Network, Timer, all_features, block, exact_kernel, feature_batches, feature_method
 from ntkfeat import baselines, batching, distributed, metrics, solvers
 from ntkfeat.batching import progress as progress_bar
 from ntkfeat.data import flip_averaged, flip_averaged_kernel, load_dataset
+from ntkfeat.store import ShardStore, check_disk, fingerprint
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
 _NO_NTK_REFERENCE = ("exact", "random_fourier")  # exact has no features; random Fourier targets a Gaussian kernel
@@ -279,9 +285,10 @@ class References:
         return self.kernels[d]
 
 
-def execute_run(plan: Plan, run: Run, references: References) -> dict:
+def execute_run(plan: Plan, run: Run, references: References, store=None, status=None) -> dict:
     config, data = plan.config, plan.data[run.data]
     spec, ds, solver = config["methods"][run.method], data.ds, config["solver"]
+    status = status or _Status(None, None)
     metric = "accuracy" if ds.task == "classification" else "mse"
     k = ds.num_classes if ds.task == "classification" else 1
     record = dict.fromkeys(report.RECORD_FIELDS)
@@ -323,39 +330,59 @@ def execute_run(plan: Plan, run: Run, references: References) -> dict:
     fm = feature_method(spec, run.dim, plan.network, config["evaluation"]["kernel_batch_size"])
     if _averages_flips(ds):  # (phi(x) + phi(flip x)) / sqrt 2: two feature passes per batch
         fm = dataclasses.replace(fm, apply=flip_averaged(fm.apply))
+    key_seed = config["seed"] + run.repeat
     t0 = time.perf_counter()
-    params = block(fm.init(jax.random.PRNGKey(config["seed"] + run.repeat), x_train))
+    params = block(fm.init(jax.random.PRNGKey(key_seed), x_train))
     record["init_seconds"] = time.perf_counter() - t0
     record["out_dim"] = m = fm.out_dim(params)
     batch = max(1, min(spec["batch_size"] or fm.default_batch_size(params), run.n_train))
     timer = Timer()
     name = f"{spec['label']} {run.dim}"
+    stages = status.stages(f"{data.label} {name} #{run.repeat}")
+    shards = None
+    if store is not None and _uses_shards(config, run, m):
+        shards = _Shards(store, plan, run, fm, params, batch, timer, stages, key_seed)
+        with stages("features"):
+            shards.ensure()
 
     def stream(rows, desc, local=False):
+        if shards is not None:
+            return shards.train.stream(rows, batch, n=run.n_train)
         return feature_batches(fm, params, x_train, rows, batch, timer, desc and f"{name} {desc}", local=local)
 
+    def test_batches():
+        if shards is not None:
+            return shards.test.stream(None, batch, n=run.n_test)
+        return feature_batches(fm, params, x_test, None, batch, timer, f"{name} test features")
+
     if solver is not None:
-        t0 = time.perf_counter()
-        fit = fitting.fit_features(stream, y_train, m, solver, metric, config["seed"],
-                                   groups=_split_groups(ds, run.n_train))
+        t0, computed_before = time.perf_counter(), timer.features
+        with stages("fit (Gram statistics, lambda selection, solve)", rows=run.n_train):
+            fit = fitting.fit_features(stream, y_train, m, solver, metric, config["seed"],
+                                       groups=_split_groups(ds, run.n_train))
         record["note"] = "; ".join(filter(None, [record["note"], fit.note])) or None
-        test = feature_batches(fm, params, x_test, None, batch, timer, f"{name} test features")
-        pairs = [(fit.predict(phi), y_test[s:s + len(phi)]) for s, phi in test]
-        scores = fitting.score_batches(pairs)
+        with stages("evaluation", rows=run.n_test):
+            pairs = [(fit.predict(phi), y_test[s:s + len(phi)]) for s, phi in test_batches()]
+            scores = fitting.score_batches(pairs)
         exact = references.exact_predictions(run.data, run.n_train, run.n_test)
         if exact is not None:  # |f_Phi - f_K| / |f_K| against exact kernel ridge on the same rows
             record["prediction_agreement"] = metrics.prediction_agreement(np.concatenate([p for p, _ in pairs]), exact)
         total = time.perf_counter() - t0
-        record.update(feature_seconds=timer.features, solve_seconds=total - timer.features, solver_path=fit.path,
+        streamed = timer.features - computed_before  # features computed inside the fit (no shards)
+        record.update(feature_seconds=timer.features, solve_seconds=total - streamed, solver_path=fit.path,
                       val_score=fit.val_score, **{"lambda": fit.lam}, **fitting.metrics(scores, ds.task, k, ds.y_std))
         _record_compile(record, timer)
         record["solve_compile_seconds"] = fit.compile_seconds  # its JAX compilation (report.steady_seconds)
     if data.reference_rows and spec["method"] not in _NO_NTK_REFERENCE:
         k_ref = references.get(run.data)
         eval_timer = Timer()
-        phi = all_features(fm, params, ds.x_train[: data.reference_rows], None, batch, eval_timer)
-        g = metrics.gram(phi)
-        record["kernel_rel_fro"] = metrics.relative_frobenius(g, k_ref)
+        with stages("kernel error", rows=data.reference_rows):
+            if shards is not None:
+                phi = np.concatenate([p for _, p in shards.train.stream(None, batch, n=data.reference_rows)])
+            else:
+                phi = all_features(fm, params, ds.x_train[: data.reference_rows], None, batch, eval_timer)
+            g = metrics.gram(phi)
+            record["kernel_rel_fro"] = metrics.relative_frobenius(g, k_ref)
         if record["lambda"] is not None:  # the lambda chosen on all training rows, used as is on these rows
             record["statistical_dimension"] = metrics.statistical_dimension(k_ref, record["lambda"])
             try:
@@ -365,6 +392,10 @@ def execute_run(plan: Plan, run: Run, references: References) -> dict:
         if solver is None:
             record["feature_seconds"] = eval_timer.features
             _record_compile(record, eval_timer)
+    if shards is not None:
+        record["shards"] = shards.summary()
+    record["stage_seconds"] = stages.seconds
+    record["peak_rss_gb"] = _peak_rss_gb()
     return record
 
 
@@ -379,27 +410,253 @@ def _record_compile(record: dict, timer: Timer) -> None:
     record["compile_seconds"] = seconds
 
 
+# --------------------------------------------------------------------------- shards and long-run feedback
+
+
+def _peak_rss_gb() -> float:
+    """This process's peak resident memory so far, GB (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (2**30 if sys.platform == "darwin" else 2**20), 3)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    return f"{h}h{rem // 60:02d}m" if h else f"{rem // 60}m{rem % 60:02d}s"
+
+
+class _Status:
+    """Where a run stands: stage log lines (rows/s, ETA) on stderr, and meta['progress'] in
+    results.json, saved at most every SAVE_EVERY seconds while a stage is under way."""
+
+    SAVE_EVERY = 15.0
+    ECHO_EVERY = 10.0  # seconds between two progress lines of one stage
+
+    def __init__(self, meta: dict | None, save, echo: bool = False):
+        self.meta, self.save, self.echo, self.last_save, self.last_echo = meta, save, echo, 0.0, 0.0
+
+    def report(self, where: str, stage: str, done: int | None = None, total: int | None = None,
+               seconds: float | None = None, final: bool = False) -> None:
+        line = f"[{where}] {stage}"
+        progress = {"run": where, "stage": stage, "updated": _now()}
+        if done is not None and total:
+            rate = done / seconds if seconds else None
+            eta = (total - done) / rate if rate else None
+            progress.update(rows_done=done, rows_total=total, rows_per_s=rate, eta_s=eta)
+            line += f": {done:,}/{total:,} rows ({100 * done / total:.0f}%)"
+            if rate:
+                line += f", {rate:,.1f} rows/s"
+                line += f", {'took ' + _duration(seconds) if done >= total else 'ETA ' + _duration(eta)}"
+        elif seconds is not None:
+            line += f": {seconds:.1f} s"
+        if self.echo and (final or done is None or time.monotonic() - self.last_echo >= self.ECHO_EVERY):
+            self.last_echo = time.monotonic()
+            print(line, file=sys.stderr, flush=True)
+        if self.meta is not None:
+            self.meta["progress"] = progress
+            if final or time.monotonic() - self.last_save >= self.SAVE_EVERY:
+                self.last_save = time.monotonic()
+                self.save()
+
+    def stages(self, where: str) -> "_Stages":
+        return _Stages(self, where)
+
+
+class _Stages:
+    """`with stages(name, rows=n):` times a stage of one run (seconds in `.seconds`) and reports it."""
+
+    LOG_SECONDS = 5.0
+
+    def __init__(self, status: _Status, where: str):
+        self.status, self.where, self.seconds = status, where, {}
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str, rows: int | None = None):
+        t0 = time.perf_counter()
+        if self.status.meta is not None:
+            self.status.meta["progress"] = {"run": self.where, "stage": stage, "updated": _now()}
+        yield
+        elapsed = time.perf_counter() - t0
+        self.seconds[stage.split(" (")[0]] = round(self.seconds.get(stage.split(" (")[0], 0.0) + elapsed, 3)
+        if elapsed >= self.LOG_SECONDS:  # short stages of small runs stay quiet
+            if rows:
+                self.status.report(self.where, stage, rows, rows, elapsed)
+            else:
+                self.status.report(self.where, stage, seconds=elapsed)
+
+    def progress(self, stage: str, done: int, total: int, seconds: float) -> None:
+        self.status.report(self.where, stage, done, total, seconds, final=done >= total)
+
+
+def _shard_bytes(config: dict, run: Run, m: int, n_test: int | None) -> int:
+    return (run.n_train + (n_test or 0)) * m * 4
+
+
+def _planned_shard_bytes(plan: Plan, finished: dict) -> int:
+    """An upper estimate of the shard bytes of the runs still to do: per feature map (method entry
+    less labels and row counts, dim, repeat), its most training rows plus its most test rows, at
+    dim features per row, rounded up to whole shards."""
+    config, sizes = plan.config, {}
+    for run in plan.runs:
+        spec = config["methods"][run.method]
+        if run.dim is None or spec["method"] == "exact":
+            continue
+        if _run_id(plan.data[run.data].label, spec["label"], run.dim, run.repeat) in finished:
+            continue
+        if not _uses_shards(config, run, run.dim):
+            continue
+        key = (run.data, repr({k: v for k, v in spec.items() if k not in ("label", "n_train", "n_test", "repeats")}),
+               run.dim, run.repeat)
+        rows = shard_rows(config, run.dim)
+        whole = lambda n: -(-(n or 0) // rows) * rows  # noqa: E731
+        train, test = sizes.get(key, (0, 0))
+        sizes[key] = (max(train, whole(run.n_train)), max(test, whole(run.n_test)))
+    return sum((train + test) * key[2] * 4 for key, (train, test) in sizes.items())
+
+
+def _bytes_in(root: pathlib.Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*.npz")) if root.exists() else 0
+
+
+def _uses_shards(config: dict, run: Run, m: int) -> bool:
+    option = config["store"]["shards"]
+    if option == "auto":
+        return _shard_bytes(config, run, m, run.n_test) >= SHARDS_AUTO_BYTES
+    return bool(option)
+
+
+def shard_rows(config: dict, m: int) -> int:
+    """Rows per shard: store.rows, else about 64 MiB of float32 features (256 to 16384 rows)."""
+    rows = config["store"]["rows"]
+    return rows if rows is not None else int(min(16384, max(256, (64 << 20) // (4 * m))))
+
+
+class _Shards:
+    """The training and test feature shards of one run (`ntkfeat.store`), keyed by everything that
+    determines the features: method entry (less labels and row counts), dim, key, architecture,
+    flips and the feature map's parameters themselves; the blocks' input rows enter each name."""
+
+    def __init__(self, store_root, plan: Plan, run: Run, fm, params, batch: int, timer: Timer, stages, key_seed):
+        config, ds = plan.config, plan.data[run.data].ds
+        spec = {k: v for k, v in config["methods"][run.method].items()
+                if k not in ("label", "n_train", "n_test", "repeats", "batch_size")}
+        m = fm.out_dim(params)
+        key = fingerprint("features", spec, run.dim, key_seed, config["architecture"], ds.info.get("flip"), params)
+        store = ShardStore(store_root / key[:16], shard_rows(config, m))
+        self.store, self.run, self.stages = store, run, stages
+
+        rows = min(batch, store.rows)  # a shard's rows in full batches (a short last one is padded)
+
+        def compute(xb):
+            return np.concatenate([np.asarray(phi) for _, phi in feature_batches(fm, params, xb, None, rows, timer)])
+
+        self.train = store.matrix(key, ds.x_train, compute, m, "train", self._progress)
+        self.test = store.matrix(key, ds.x_test, compute, m, "test", self._progress)
+
+    def _progress(self, role: str, done: int, total: int, seconds: float) -> None:
+        self.stages.progress(f"{role} features", done, total, seconds)
+
+    def ensure(self) -> None:
+        """Every missing shard of the run's training and test rows, after one disk check for all."""
+        needed = self.train.bytes_needed(self.run.n_train) + (self.test.bytes_needed(self.run.n_test)
+                                                              if self.run.n_test else 0)
+        check_disk(self.store.folder, needed, f"the feature shards of {self.stages.where}")
+        self.train.ensure(self.run.n_train)
+        if self.run.n_test:
+            self.test.ensure(self.run.n_test)
+
+    def summary(self) -> dict:
+        log = self.store.log
+        return {"folder": self.store.folder.name, "rows_per_shard": self.store.rows, "computed": log.computed,
+                "loaded": log.loaded, "recovered": log.recovered, "bytes_written": log.bytes_written}
+
+
 # --------------------------------------------------------------------------- outputs and the loop
 
 
+RESULTS = "results.json"
+_RESERVE = ".disk-reserve"  # deleted to make room for the final results.json when the disk fills up
+_RESERVE_BYTES = 1 << 20
+
+
+def _claim(path: pathlib.Path) -> None:
+    """Creates path/results.json exclusively (O_EXCL): of two runs given one folder, one wins."""
+    try:
+        fd = os.open(path / RESULTS, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+    except FileExistsError:
+        raise OutputExistsError(f"--out {path} is taken by another run (it has a {RESULTS}); choose a new folder, "
+                                f"or continue that run with --resume {path}") from None
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps({"status": "starting", "started": _now(), "records": []}) + "\n")
+    try:  # room for the last results.json if the disk fills up mid-run (best effort)
+        with open(path / _RESERVE, "wb") as f:
+            f.write(b"\0" * _RESERVE_BYTES)
+    except OSError:
+        (path / _RESERVE).unlink(missing_ok=True)
+
+
 def make_output_dir(out, name: str) -> pathlib.Path:
-    """--out (refused if it holds files), else a new runs/<name>-<timestamp>[-i]."""
+    """--out (refused if it holds files), else a new runs/<name>-<timestamp>[-i]; the folder is
+    created with its results.json (status 'starting') at once and atomically."""
     if out is not None:
         path = pathlib.Path(out)
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            hint = f", or continue it with --resume {path}" if (path / RESULTS).exists() else ""
             raise OutputExistsError(f"--out {path} already exists and is not an empty folder; earlier results are "
-                                    "never overwritten: choose a new folder")
+                                    f"never overwritten: choose a new folder{hint}")
         path.mkdir(parents=True, exist_ok=True)
+        _claim(path)
         return path
     base = pathlib.Path("runs") / f"{name}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
     path, i = base, 1
     while True:
         try:
             path.mkdir(parents=True)
+            _claim(path)
             return path
-        except FileExistsError:
+        except (FileExistsError, OutputExistsError):
             i += 1
             path = base.with_name(f"{base.name}-{i}")
+
+
+class ResumeError(ValueError):
+    """--resume names a folder that is no run of this config."""
+
+
+def load_previous(path) -> dict:
+    """The results.json of the run folder `path`, to resume it."""
+    path = pathlib.Path(path)
+    try:
+        previous = json.loads((path / RESULTS).read_text())
+    except FileNotFoundError:
+        raise ResumeError(f"--resume {path}: no {RESULTS} there; is it a run folder?") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise ResumeError(f"--resume {path}: {RESULTS} is unreadable ({type(e).__name__}: {e})") from None
+    if previous.get("status") == "starting" or "config" not in previous:
+        previous["records"], previous["config"] = [], None  # ended before its first save: nothing to keep
+    return previous
+
+
+_ABSENT = object()
+
+
+def _config_differences(before, now, path: str = "") -> list:
+    """Paths where the resolved config `now` differs from a run's `before`. A key that `before`
+    lacks (a setting added by a later release, at its default) is no difference."""
+    if isinstance(before, dict) and isinstance(now, dict):
+        out = []
+        for key in sorted(set(before) | set(now)):
+            if key not in before:
+                continue
+            out += _config_differences(before[key], now.get(key, _ABSENT), f"{path}.{key}" if path else key)
+        return out
+    if isinstance(before, list) and isinstance(now, list) and len(before) == len(now):
+        return [d for i, (x, y) in enumerate(zip(before, now)) for d in _config_differences(x, y, f"{path}[{i}]")]
+    return [] if before == now else [path or "(config)"]
+
+
+def _run_id(dataset, label, dim, repeat) -> tuple:
+    return (dataset, label, dim, repeat)
 
 
 def _versions() -> dict:
@@ -488,20 +745,34 @@ class _SigtermInterrupts:
         return False
 
 
-def execute(plan: Plan, out: pathlib.Path | None, progress: bool = True, command: str | None = None) -> list:
+def execute(plan: Plan, out: pathlib.Path | None, progress: bool = True, command: str | None = None,
+            previous: dict | None = None, keep_shards: bool | None = None) -> list:
     """Runs every planned run, writing results after each; returns the records.
 
     Ctrl-C or SIGTERM ends it with status 'interrupted' (raising KeyboardInterrupt, or its subclass
     Terminated), an error with status 'failed'; either way what finished is kept and plotted.
     `out` None (processes other than 0 of a multi-process run) does the same work and collectives
-    but writes and shows nothing.
+    but writes and shows nothing. `previous` (a results.json, `load_previous`) resumes a run: its
+    records are kept and their runs skipped, and feature shards already in out/shards are read
+    instead of recomputed. `keep_shards` overrides store.keep.
     """
     with _SigtermInterrupts() as sigterm:
-        return _execute(plan, out, progress, command, sigterm)
+        return _execute(plan, out, progress, command, sigterm, previous, keep_shards)
+
+
+def _store_root(plan: Plan, out: pathlib.Path | None) -> pathlib.Path | None:
+    if plan.config["store"]["shards"] is False or out is None:
+        return None
+    if distributed.process_count() > 1:
+        if plan.config["store"]["shards"] is True:
+            raise ValueError("store.shards: true needs a single-process run (several processes stream their "
+                             "shares of the rows without shards); set store.shards: false or auto")
+        return None
+    return out / "shards"
 
 
 def _execute(plan: Plan, out: pathlib.Path | None, progress: bool, command: str | None,
-             sigterm: _SigtermInterrupts) -> list:
+             sigterm: _SigtermInterrupts, previous: dict | None = None, keep_shards: bool | None = None) -> list:
     from tqdm.auto import tqdm
 
     config = plan.config
@@ -514,32 +785,64 @@ def _execute(plan: Plan, out: pathlib.Path | None, progress: bool, command: str 
                    "local_count": jax.local_device_count(), "process_count": distributed.process_count(),
                    "process_index": distributed.process_index(),
                    "cpu_batches_at_once": batching.concurrent_batches()},
-        "git": _git(), "config": config,
+        "git": _git(), "config": config, "progress": None,
     }
+    finished = {}
+    if previous is not None:
+        resolved = report.jsonable(config)
+        if previous.get("config") is not None:
+            differences = _config_differences(previous["config"], resolved)
+            if differences:
+                raise ResumeError(f"--resume: this config differs from the run's at {', '.join(differences[:8])}"
+                                  f"{' ...' if len(differences) > 8 else ''}; resume with the run's own config.yaml "
+                                  "(and no --set), or start a new run")
+        meta["started"] = previous.get("started") or meta["started"]
+        meta["resumed"] = list(previous.get("resumed") or []) + [_now()]
+        for r in previous.get("records") or []:
+            finished[_run_id(r.get("dataset"), r.get("label"), r.get("dim"), r.get("repeat"))] = r
     references, records = References(plan), []
-    if out is not None:
-        header = (f"# Resolved config of run {config['name']} ({meta['started']}), every default filled in.\n"
-                  f"# Rerun: python -m experiments.run {out / 'config.yaml'}\n")
-        report.write_yaml(out / "config.yaml", config, header)
+    store_root = _store_root(plan, out)
+    if store_root is not None:  # every run's shards, before the first: not hours into the run
+        check_disk(out, _planned_shard_bytes(plan, finished) - _bytes_in(store_root), "this run's feature shards")
 
     def save():
         if out is None:
             return
         meta["datasets"] = [_dataset_info(data, references, d) for d, data in enumerate(plan.data)]
-        report.write_json(out / "results.json", dict(meta, records=records))
-        report.write_csv(out / "results.csv", records)
+        try:
+            report.write_json(out / RESULTS, dict(meta, records=records))
+            report.write_csv(out / "results.csv", records)
+        except OSError as e:
+            if e.errno != errno.ENOSPC or not (out / _RESERVE).exists():
+                raise
+            (out / _RESERVE).unlink()  # disk full: free the reserve so that this (final) state is written
+            report.write_json(out / RESULTS, dict(meta, records=records))
+            report.write_csv(out / "results.csv", records)
 
-    save()
+    status = _Status(meta if out is not None else None, save, echo=out is not None)
+    if out is not None:
+        header = (f"# Resolved config of run {config['name']} ({meta['started']}), every default filled in.\n"
+                  f"# Rerun: python -m experiments.run {out / 'config.yaml'}\n"
+                  f"# Resume after an interruption: python -m experiments.run --resume {out}\n")
+        report.write_yaml(out / "config.yaml", config, header)
+
     # a bar on terminals and in Jupyter, none in logs
     bar = progress_bar(total=len(plan.runs), desc="runs", unit="run", enabled=None if progress else False, leave=True)
     try:
+        save()
         for run in plan.runs:
             sigterm.check()
             spec = config["methods"][run.method]
+            done = finished.get(_run_id(plan.data[run.data].label, spec["label"], run.dim, run.repeat))
+            if done is not None:  # finished before the interruption: kept as it was
+                records.append(done)
+                bar.update()
+                continue
             bar.set_postfix_str(f"{plan.data[run.data].label} {spec['label']} {run.dim or ''} #{run.repeat}")
             if run.note and run.repeat == 0 and out is not None:
                 tqdm.write(f"note: {plan.data[run.data].label} {spec['label']}: {run.note}")
-            records.append(execute_run(plan, run, references))
+            records.append(execute_run(plan, run, references, store_root, status))
+            meta["progress"] = None
             save()
             bar.update()
         sigterm.check()
@@ -552,6 +855,8 @@ def _execute(plan: Plan, out: pathlib.Path | None, progress: bool, command: str 
         sigterm.disarm()  # a SIGTERM now must not cut the final save short
         bar.close()
         meta["finished"] = _now()
+        if store_root is not None and store_root.exists():
+            meta["shards"] = _finish_shards(store_root, config, keep_shards, meta["status"])
         save()
         if config["plots"] and out is not None:
             labels = [data.label for data in plan.data]
@@ -560,7 +865,23 @@ def _execute(plan: Plan, out: pathlib.Path | None, progress: bool, command: str 
                 report.plot_run(records, labels, tasks, out)
             except Exception as e:  # a plot must not hide the results or the original error
                 print(f"warning: plots failed: {type(e).__name__}: {e}", file=sys.stderr)
+        if out is not None:
+            (out / _RESERVE).unlink(missing_ok=True)
     return records
+
+
+def _finish_shards(root: pathlib.Path, config: dict, keep: bool | None, status: str) -> dict:
+    """Keeps the shards (and says how much disk they hold) or, after a finished run with
+    store.keep false / --no-keep-shards, deletes them. An unfinished run keeps them to resume."""
+    keep = config["store"]["keep"] if keep is None else keep
+    size = sum(p.stat().st_size for p in root.rglob("*.npz"))
+    if keep or status != "finished":
+        print(f"feature shards: {size / 2**30:.2f} GiB in {root} (kept{' to resume' if status != 'finished' else ''}; "
+              "store.keep: false or --no-keep-shards deletes them when a run finishes)", file=sys.stderr)
+        return {"kept": True, "bytes": size}
+    shutil.rmtree(root, ignore_errors=True)
+    print(f"feature shards: {size / 2**30:.2f} GiB deleted from {root}", file=sys.stderr)
+    return {"kept": False, "bytes": size}
 
 
 def _describe(plan: Plan) -> str:
@@ -584,10 +905,26 @@ def _exit_now(code: int) -> None:
     os._exit(code)
 
 
+def _mark_interrupted(out: pathlib.Path, error: BaseException) -> None:
+    """A run stopped between claiming its folder and its first save says so in results.json."""
+    try:
+        if json.loads((out / RESULTS).read_text()).get("status") == "starting":
+            report.write_json(out / RESULTS, {"status": "interrupted" if isinstance(error, KeyboardInterrupt)
+                                              else "failed", "error": f"{type(error).__name__}: {error}",
+                                              "finished": _now(), "records": []})
+    except (OSError, ValueError):
+        pass
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.run", description=__doc__.split("\n\n")[0])
-    parser.add_argument("config", help="YAML config (see configs/)")
+    parser.add_argument("config", nargs="?", help="YAML config (see configs/); with --resume DIR, default "
+                        "DIR/config.yaml")
     parser.add_argument("--out", help="output folder (default runs/<name>-<YYYYmmdd-HHMMSS>); must not hold files")
+    parser.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR: its finished records "
+                        "are kept, its feature shards read instead of recomputed (same config, same results)")
+    parser.add_argument("--keep-shards", action=argparse.BooleanOptionalAction, default=None,
+                        help="keep the feature shards when the run finishes (default: store.keep, true)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
                         help="override a config key, value in YAML: --set data.n_train=500 --set 'methods[1].dims=[512]'")
     parser.add_argument("--check", action="store_true", help="validate the config and data, print the plan, stop")
@@ -601,6 +938,12 @@ def main(argv=None) -> int:
                        help=f"this process's index, 0 to P-1 (default ${distributed.ENV_PROCESS_ID})")
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    if args.resume is not None and args.out is not None and pathlib.Path(args.out) != pathlib.Path(args.resume):
+        parser.error("--resume DIR continues the run in DIR; --out names another folder (give one of them)")
+    if args.config is None:
+        if args.resume is None:
+            parser.error("the config file is required (or --resume DIR)")
+        args.config = str(pathlib.Path(args.resume) / "config.yaml")
     try:  # before any JAX computation
         distributed.initialize(args.coordinator, args.num_processes, args.process_id)
     except ValueError as e:
@@ -616,30 +959,49 @@ def main(argv=None) -> int:
         print(_describe(plan))
     if args.check:
         return 0
-    out, error = None, None
-    if first:
-        try:
-            out = make_output_dir(args.out, plan.config["name"])
-        except OutputExistsError as e:
-            error = e
-    if not distributed.broadcast(np.int32(error is None)):  # the other processes stop with process 0
-        if error is not None:
-            print(f"error: {error}", file=sys.stderr)
-        return 2
-    where = f"finished runs are in {out}" if first else f"process {distributed.process_index()}"
-    if first:
-        print(f"writing to {out}")
-    t0 = time.perf_counter()
+    with _SigtermInterrupts() as sigterm:  # from before the folder exists: a SIGTERM is always recorded
+        return _main_run(args, argv, plan, first, sigterm)
+
+
+def _main_run(args, argv, plan: Plan, first: bool, sigterm: _SigtermInterrupts) -> int:
+    out, error, previous = None, None, None
     try:
-        records = execute(plan, out, progress=not args.quiet, command=shlex.join(["python", "-m", "experiments.run", *argv]))
+        if first:
+            try:
+                if args.resume is not None:
+                    previous = load_previous(args.resume)
+                    out = pathlib.Path(args.resume)
+                else:
+                    out = make_output_dir(args.out, plan.config["name"])
+            except (OutputExistsError, ResumeError) as e:
+                error = e
+        if not distributed.broadcast(np.int32(error is None)):  # the other processes stop with process 0
+            if error is not None:
+                print(f"error: {error}", file=sys.stderr)
+            return 2
+        where = f"finished runs are in {out}" if first else f"process {distributed.process_index()}"
+        if first:
+            print(f"{'resuming' if previous is not None else 'writing to'} {out}"
+                  + (f" ({len(previous['records'])} finished runs kept)" if previous is not None else ""))
+        t0 = time.perf_counter()
+        command = shlex.join(["python", "-m", "experiments.run", *argv])
+        records = _execute(plan, out, not args.quiet, command, sigterm, previous, args.keep_shards)
+    except ResumeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except Exception as e:
+        if out is not None:
+            _mark_interrupted(out, e)
         print(f"error: run failed ({type(e).__name__}: {e}); {where}", file=sys.stderr)
         if distributed.process_count() > 1:
             traceback.print_exc()
             _exit_now(1)
         raise
     except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM (Terminated)
-        print(f"\ninterrupted ({type(e).__name__}: {e}); {where}", file=sys.stderr)
+        if out is not None:
+            _mark_interrupted(out, e)
+        print(f"\ninterrupted ({type(e).__name__}: {e}); {out and f'finished runs are in {out}; resume with --resume {out}'}",
+              file=sys.stderr)
         code = 128 + (signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
         if distributed.process_count() > 1:
             _exit_now(code)
