@@ -26,7 +26,7 @@ import numpy as np
 from ntkfeat import _checks, _norms, _random, batching, compat
 from ntkfeat._pytree import pytree_dataclass
 from ntkfeat.features import branching, linear, random_features, rows, sketch  # noqa: F401 (they register rules)
-from ntkfeat.features.branching import ChildrenParams, CompressParams, WIDTH_SLACK
+from ntkfeat.features.branching import ChildrenParams, CompressParams
 from ntkfeat.features.oneshot_general import OneShotUnavailable
 from ntkfeat.features.oneshot import (
     GeneralOneShotParams, OneShotParams, flat_layers, oneshot_apply, oneshot_init, oneshot_kernel_fn, oneshot_reason,
@@ -34,8 +34,11 @@ from ntkfeat.features.oneshot import (
 from ntkfeat.features.state import Branches, Features, Spec, input_features, input_spec
 from ntkfeat.features.table import ApplyContext, InitContext, apply_layer, init_layer
 from ntkfeat.layers.base import Layer
-from ntkfeat.layers.combinators import Parallel, Serial, check_layers
-from ntkfeat.layers.linear import Conv, GlobalAvgPool
+from ntkfeat.layers.activations import Activation, HomogeneousDual
+from ntkfeat.layers.combinators import FanInConcat, FanInSum, FanOut, Parallel, Serial, check_layers
+from ntkfeat.layers.linear import (
+    Aggregate, AvgPool, Conv, Dense, Flatten, GlobalAvgPool, GlobalSumPool, Identity, LayerNorm, SumPool,
+)
 from ntkfeat.layers.methods import RandomFeatures, Sketch
 
 _GETS = ("ntk", "nngp")
@@ -128,6 +131,12 @@ def init_feature_map(layer, key, input_shape, method, dtype=None, x=None) -> Fea
     layers = flat_layers(top)
     if isinstance(method, Sketch) and method.mode != "layerwise":
         reason = oneshot_reason(layers, shape)
+        if reason is None and any(isinstance(l, Dense) and l.W_std == 0 for l in layers[1:]):
+            # Its NTK is zero up to that layer's successors: no polynomial to fit (the layerwise
+            # map gives the zero kernel exactly).
+            reason = "a Dense after the first has W_std=0"
+            if method.mode == "oneshot":
+                raise ValueError(f"Sketch(mode='oneshot') does not apply: {reason}; use mode='layerwise'")
         if reason is None or method.mode == "oneshot":
             try:
                 params = oneshot_init(layers, key, shape, method, dtype, x=x)
@@ -156,10 +165,12 @@ def init_feature_map(layer, key, input_shape, method, dtype=None, x=None) -> Fea
 
 
 def _output_sketch(key, width: int, dim: int, dtype):
-    # Inputs and biases add a few coordinates; beyond that, one SRHT brings the output to `dim`.
+    # Any width beyond `dim` (a readout bias adds a coordinate) is brought to `dim` by one SRHT:
+    # users size arrays by dim. Just above dim the SRHT keeps nearly all of its N rows, so it
+    # adds little variance.
     from ntkfeat.sketches.srht import srht_init
 
-    return srht_init(key, width, dim, dtype) if width > dim + WIDTH_SLACK else None
+    return srht_init(key, width, dim, dtype) if width > dim else None
 
 
 def apply_feature_map(params: FeatureMap, x: jax.Array, get: str = "ntk", **kwargs) -> jax.Array:
@@ -171,6 +182,15 @@ def apply_feature_map(params: FeatureMap, x: jax.Array, get: str = "ntk", **kwar
     power = params.power
     if power is None:
         return _apply(params, x, get, kwargs)
+    pattern_power = _pattern_power(params.layer) if kwargs.get("pattern") is not None else None
+    t = None
+    if pattern_power:
+        # phi(x, t A) = t^r phi(x, A) too (Aggregate is linear in the pattern): each graph's
+        # pattern is brought near 1 and its scale put back, as the inputs' below.
+        pattern = jnp.asarray(kwargs["pattern"])
+        p_axes = tuple(range(1, pattern.ndim))
+        t = _norms.power_of_two_scale(jnp.max(jnp.abs(pattern), axis=p_axes))
+        kwargs = {**kwargs, "pattern": pattern / t.reshape((-1,) + (1,) * len(p_axes))}
     axes = tuple(range(1, x.ndim))
     # A constant to differentiation: phi(x) = s^p phi(x / s) for every s > 0, so the gradient
     # s^(p-1) phi'(x / s) is exact, and computed where x / s is well scaled. Through s it would
@@ -179,7 +199,42 @@ def apply_feature_map(params: FeatureMap, x: jax.Array, get: str = "ntk", **kwar
     s = _norms.power_of_two_scale(jnp.max(jnp.abs(x), axis=axes))
     out = _apply(params, x / s.reshape((-1,) + (1,) * len(axes)), get, kwargs)
     factor = s if power == 1 else s**power
+    if t is not None:  # both powers of two: their exponents add without over- or underflow between
+        factor = jnp.exp2(power * jnp.log2(s) + pattern_power * jnp.log2(t))
     return out * factor.reshape((-1,) + (1,) * (out.ndim - 1)).astype(out.dtype)
+
+
+def _pattern_power(layer):
+    """r with phi(x, t A) = t^r phi(x, A) for t > 0 (A: the graph pattern), or None where the
+    layers are not all positively homogeneous (in x and A). Per layer, (k, r): the output scales
+    as c^k t^r when x scales by c and A by t; serial layers compose as (k1 k2, r1 k2 + r2)."""
+
+    def degrees(l):
+        if isinstance(l, (Serial, Parallel)):
+            parts = [degrees(c) for c in l.layers]
+            if any(p is None for p in parts):
+                return None
+            if isinstance(l, Parallel):  # each branch scales alike, or the sum is not homogeneous
+                return parts[0] if all(p == parts[0] for p in parts) else None
+            k, r = 1.0, 0.0
+            for kc, rc in parts:
+                k, r = k * kc, r * kc + rc
+            return k, r
+        if isinstance(l, Aggregate):
+            return 1.0, 1.0
+        if isinstance(l, (Dense, Conv)):
+            return (1.0, 0.0) if l.bias == 0 else None
+        if isinstance(l, (AvgPool, SumPool, GlobalAvgPool, GlobalSumPool, Flatten, Identity, FanOut, FanInSum,
+                          FanInConcat)):
+            return 1.0, 0.0
+        if isinstance(l, LayerNorm):
+            return (0.0, 0.0) if l.eps == 0 else None
+        if isinstance(l, Activation) and isinstance(l.dual(), HomogeneousDual):
+            return float(l.dual().degree), 0.0
+        return None
+
+    out = degrees(layer)
+    return None if out is None else out[1]
 
 
 def _apply(params: FeatureMap, x, get: str, kwargs: dict):
@@ -340,6 +395,17 @@ def _check_kwargs(params: FeatureMap, kwargs: dict) -> dict:
     if unknown:
         raise TypeError(f"feature_fn got unexpected keyword arguments {sorted(unknown)} (only pattern= for "
                         "Aggregate layers)")
+    pattern = kwargs.get("pattern")
+    if pattern is not None:
+        if not any(isinstance(l, Aggregate) for l in _all_layers(params.layer)):
+            raise ValueError("pattern= is given but the network has no Aggregate layer, which is the only layer "
+                             "that reads it: add nf.Aggregate() where the graph is used, or drop pattern=")
+        if not batching.is_traced(pattern):  # checked like x: finite values only
+            finite = np.isfinite(np.asarray(pattern))
+            if not finite.all():
+                rows = np.flatnonzero(~finite.reshape(len(finite), -1).all(axis=1))
+                raise ValueError(f"pattern has NaN or inf entries in {len(rows)} rows (first: {rows[:5].tolist()}); "
+                                 "the adjacency of every graph must be finite")
     return kwargs
 
 
@@ -374,7 +440,22 @@ def compute_features(params: FeatureMap, x, get: str = "ntk", *, batch_size: int
     def apply(xb, **kw):
         return _apply_jit(params, xb, get, **kw)
 
-    return batching.map_rows(apply, x, bs, kwargs, progress=progress, desc="features")
+    out = batching.map_rows(apply, x, bs, kwargs, progress=progress, desc="features")
+    _check_finite_features(out)
+    return out
+
+
+def _check_finite_features(out) -> None:
+    """Finite inputs whose features are not finite: the kernel itself leaves the dtype's range
+    there (Exp's grows like exp(2 q): at q = 100 it is 1e86, beyond float32), never a silent NaN."""
+    bad = ~np.asarray(jnp.all(jnp.isfinite(out.reshape(out.shape[0], -1)), axis=1))
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        raise FloatingPointError(
+            f"the features of {len(rows)} finite input rows (first: {rows[:5].tolist()}) overflow "
+            f"{jnp.dtype(out.dtype).name}: the kernel at those inputs is beyond its range (e.g. Exp or a "
+            "general activation at large pre-activation variances); scale the inputs or weights down, or "
+            "compute in float64 (jax.config.update('jax_enable_x64', True))")
 
 
 def iterate_features(params: FeatureMap, x, get: str = "ntk", *, batch_size: int | None = None, **kwargs):

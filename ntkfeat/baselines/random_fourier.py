@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ntkfeat import _random, _trig
+from ntkfeat._norms import power_of_two_scale
 from ntkfeat._pytree import pytree_dataclass
 from ntkfeat.baselines._common import check_batch, check_dim, check_params, check_positive, check_train, default_dtype, map_rows
 from ntkfeat.network import check_inputs
@@ -103,11 +104,18 @@ def gaussian_kernel(x1, x2=None, bandwidth: float = 1.0) -> jax.Array:
 
 @jax.jit
 def _gaussian(x1, x2, bandwidth):
+    # Both sets divided by one power of two near their largest entry: the squares below neither
+    # under- nor overflow (inputs at 1e19 or 1e-20 with a matching bandwidth gave NaN), and
+    # the scale comes back in the exponent, as (|a - b| c / bandwidth)^2.
+    c = power_of_two_scale(jnp.maximum(jnp.max(jnp.abs(x1)), jnp.max(jnp.abs(x2))))
+    x1, x2 = x1 / c, x2 / c
     # |a - b|^2 by expansion: one matmul; clipped because cancellation can make it slightly < 0.
     # Full float32 matmul: TF32 (a GPU's default) loses ~5e-4 of the kernel to cancellation.
     cross = jnp.dot(x1, x2.T, precision=jax.lax.Precision.HIGHEST)
-    d2 = jnp.sum(x1 * x1, 1)[:, None] + jnp.sum(x2 * x2, 1)[None, :] - 2.0 * cross
-    return jnp.exp(-jnp.maximum(d2, 0.0) / (2.0 * bandwidth**2))
+    d2 = jnp.maximum(jnp.sum(x1 * x1, 1)[:, None] + jnp.sum(x2 * x2, 1)[None, :] - 2.0 * cross, 0.0)
+    # A zero distance stays 0 whatever the ratio; an overflowing one gives exp(-inf) = 0.
+    r = jnp.where(d2 > 0, jnp.sqrt(jnp.where(d2 > 0, d2, 1.0)) * (c / bandwidth), 0.0)
+    return jnp.exp(-0.5 * r * r)
 
 
 def fourier_features(params: RandomFourierParams, x: jax.Array) -> jax.Array:

@@ -64,14 +64,28 @@ def activation_widths(ctx, spec: Spec, nngp_scale: float, ntk_scale: float) -> t
     return m_nngp, m_ntk, width
 
 
-def check_widths(ctx, name: str, m_nngp: int, m_ntk: int, has_ntk: bool, least: int = 4) -> None:
-    """A clear error when the method's dimension leaves a layer too few features."""
+def check_widths(ctx, name: str, m_nngp: int, m_ntk: int, has_ntk: bool, least: int = 4,
+                 scales: tuple[float, float] | None = None) -> None:
+    """A clear error when the method's dimension (or inner width) leaves a layer too few features.
+    scales: the (nngp, ntk) masses the last activation splits dim by, for the least dim that works."""
     if m_nngp < least or (has_ntk and m_ntk < least):
         method = ctx.method
-        raise ValueError(
-            f"{ctx.where}: {type(method).__name__}(dim={method.dim}) is too small for this network: {name} would get "
-            f"{m_nngp} NNGP and {m_ntk} NTK features (at least {least} each); use dim >= {8 * least}"
-        )
+        what = f"{name} would get {m_nngp} NNGP and {m_ntk} NTK features (at least {least} each)"
+        if not ctx.final:  # an inner layer: its features number `width`
+            setting = "width" if method.width is not None else "dim"
+            raise ValueError(f"{ctx.where}: {type(method).__name__}({setting}={ctx.width}) is too small for this "
+                             f"network: {what}; use {setting} >= {least}")
+        hint = ""
+        if scales is not None:  # the split is not linear in dim (rounding): search the least one
+            ok = (d for d in range(2, 1 << 16) if _split_ok(d, scales, least, has_ntk))
+            hint = f"; use dim >= {next(ok, 1 << 16)}"
+        raise ValueError(f"{ctx.where}: {type(method).__name__}(dim={method.dim}) is too small for this network: "
+                         f"{what}{hint}")
+
+
+def _split_ok(dim: int, scales, least: int, has_ntk: bool) -> bool:
+    m_nngp, m_ntk = split_output(dim, *scales)
+    return m_nngp >= least and (not has_ntk or m_ntk >= least)
 
 
 __all__ = ["NTK_WEIGHT", "activation_widths", "check_activation_input", "check_widths", "normalize", "split_output"]

@@ -426,6 +426,10 @@ def general_init(layers, key, input_shape, method, dtype, x=None) -> GeneralOneS
     z_dim = d + (1 if first.bias > 0 else 0)
     s_data = None if x is None else first_variances(layers, x)
     degrees = AUTO_DEGREES if method.degree == "auto" else (method.degree,)
+    if max(degrees) > MEHLER_DEGREE:  # the composed series is resolved up to MEHLER_DEGREE only
+        raise OneShotUnavailable(f"Sketch(degree={method.degree}): the one-shot series of general activations "
+                                 f"goes up to degree {MEHLER_DEGREE}; use degree <= {MEHLER_DEGREE} or "
+                                 "mode='layerwise'")
     costs, chosen = {}, None
     for degree in degrees:
         plan = general_plan(tuple(layers), int(degree), s_data)

@@ -249,7 +249,7 @@ def activation_init(layer: Activation, key, spec: Spec, ctx):
         nngp_scale = float(second[0])
         ntk_scale = spec.ntk_scale * float(second_prime[0]) if has_derivative else 0.0
     m_nngp, m_ntk, m_t = activation_widths(ctx, spec, nngp_scale, ntk_scale)
-    check_widths(ctx, name, m_nngp, m_ntk, bool(has_derivative))
+    check_widths(ctx, name, m_nngp, m_ntk, bool(has_derivative), scales=(nngp_scale, ntk_scale))
     d = spec.nngp_dim
     k_lin, k_w, k_prod = _random.split(key, 3)
     nngp_constant = bool(a0 > _ZERO * top)
@@ -393,7 +393,7 @@ def direction_init(layer, key, spec: Spec, ctx):
     nngp_scale = q**k * float(dual.f(1.0))
     ntk_scale = spec.ntk_scale * q ** (k - 1) * slope if has_derivative else 0.0
     m_nngp, m_ntk, m_t = activation_widths(ctx, spec, nngp_scale, ntk_scale)
-    check_widths(ctx, name, m_nngp, m_ntk, has_derivative)
+    check_widths(ctx, name, m_nngp, m_ntk, has_derivative, scales=(nngp_scale, ntk_scale))
     columns = max(m_nngp, m_t) if has_derivative else m_nngp
     pairs = isinstance(layer, ExpNormalized)  # a cosine and a sine per direction
     if pairs:

@@ -136,13 +136,17 @@ def _kappa_and_product(key, spec: Spec, ctx, c, d, nngp_scale: float, ntk_scale:
         if "too small" not in str(e):
             raise
         method = ctx.method
-        raise ValueError(f"{ctx.where}: Sketch(dim={method.dim}, degree={layer_degree(method)}) is too small for this layer "
-                         f"(its share: {e}); raise dim or lower degree") from None
+        # An inner layer's share is the width; the last activation's is a part of dim.
+        setting = "width" if method.width is not None and not ctx.final else "dim"
+        value = method.width if setting == "width" else method.dim
+        raise ValueError(f"{ctx.where}: Sketch({setting}={value}, degree={layer_degree(method)}) is too small for this "
+                         f"layer (its share: {e}); raise {setting} or lower degree") from None
 
 
 def _draw_kappa_and_product(key, spec: Spec, ctx, c, d, nngp_scale: float, ntk_scale: float):
     m_nngp, m_ntk, m_t = activation_widths(ctx, spec, nngp_scale, ntk_scale)
-    check_widths(ctx, "it", m_nngp, m_ntk, bool(spec.ntk_dim) and d is not None, least=2)
+    check_widths(ctx, "it", m_nngp, m_ntk, bool(spec.ntk_dim) and d is not None, least=2,
+                 scales=(nngp_scale, ntk_scale))
     key_f, key_t = _random.split(key, 2)
     if not spec.ntk_dim or d is None:
         kappa = dot_product_features_init(key_f, spec.nngp_dim, c, m_nngp, ctx.dtype)
