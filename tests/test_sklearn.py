@@ -102,3 +102,14 @@ def test_grid_search_over_dim(diabetes):
     assert search.best_params_["ntkfeatures__dim"] in (32, 128)
     assert search.best_estimator_[1].params_.method.dim == search.best_params_["ntkfeatures__dim"]
     assert np.all(np.isfinite(search.cv_results_["mean_test_score"]))
+
+
+@pytest.mark.filterwarnings("ignore:Skipping check check_array_api_input")  # needs SCIPY_ARRAY_API
+def test_passes_sklearn_estimator_checks():
+    # scikit-learn's own contract checks (clone, get_params, n_features_in_, idempotent fit,
+    # read-only inputs, dtypes, pickling, ...); raises on the first that fails. A small map and
+    # one batch size keep its ~40 fits to a few compiled programs.
+    from sklearn.utils.estimator_checks import check_estimator
+
+    check_estimator(nf.sklearn.NTKFeatures([nf.Dense(64), nf.Relu(), nf.Dense(1)], nf.RandomFeatures(dim=16),
+                                           batch_size=32))
