@@ -3,7 +3,7 @@ and the random-patch input layer.
 
 Circular Conv and the stride-1 circular AvgPool before Flatten (LAP) are checked against
 neural-tangents' kernel under both methods, jitted, in float32 and float64. Tolerances are
-about 2-3x the errors measured on these 6 images at dim 4096, key 0 (stated beside each): the
+2 to 5 times the errors measured on these 6 images at dim 4096, key 0 (stated beside each): the
 features are random, a regression shows as an error several times that.
 """
 
@@ -32,9 +32,10 @@ def _circular_stack(*head):
 NETWORKS = {
     # name: (layers, Sketch tolerance, RandomFeatures tolerance); measured errors in comments
     "circular-conv-gap": (_circular_stack(nf.GlobalAvgPool(), nf.Dense(1)), 0.08, 0.08),  # 0.030 / 0.028
-    "lap-c1": (_circular_stack(nf.LocalAvgPool(1), nf.Flatten(), nf.Dense(1)), 0.06, 0.1),  # 0.011 / 0.045
-    "circular-strided": ([nf.Conv(8, (2, 2), (2, 2), "CIRCULAR", W), nf.Relu(), nf.AvgPool((2, 2), padding="CIRCULAR"),
-                          nf.SumPool((3, 3), (2, 2), "CIRCULAR"), nf.Flatten(), nf.Dense(1)], 0.04, 0.04),  # 0.008 / 0.010
+    "lap-c1": (_circular_stack(nf.LocalAvgPool(1), nf.Flatten(), nf.Dense(1)), 0.08, 0.1),  # 0.031 / 0.045
+    "circular-strided": ([nf.Conv(8, (2, 2), (2, 2), "CIRCULAR", W), nf.Relu(),
+                          nf.AvgPool((2, 2), padding="CIRCULAR"), nf.SumPool((3, 3), (2, 2), "CIRCULAR"),
+                          nf.Flatten(), nf.Dense(1)], 0.04, 0.04),  # 0.008 / 0.010
 }
 
 
@@ -151,7 +152,7 @@ def test_enhanced_config_runs_from_yaml_with_patches(tmp_path):
     result = json.loads((tmp_path / "out" / "results.json").read_text())
     assert result["config"]["data"][0]["patches"]["count"] == 4  # defaults filled in and recorded
     (record,) = result["records"]
-    # 10 digit classes, 150 training images: chance is 0.1; measured 0.8 or so.
+    # 10 digit classes, 150 training images: chance is 0.1; measured 0.94, kernel error 0.065.
     assert record["test_accuracy"] > 0.5, record["test_accuracy"]
     assert record["kernel_rel_fro"] < 0.2, record["kernel_rel_fro"]
 
