@@ -84,12 +84,15 @@ def _as_float(value):
     return value
 
 
-def integer(minimum: int | None = None, what: str | None = None):
+def integer(minimum: int | None = None, what: str | None = None, maximum: int | None = None):
     expected = what or ("an integer" if minimum is None else
                         "a positive integer" if minimum == 1 else f"an integer >= {minimum}")
+    if maximum is not None and what is None:
+        expected += f" and <= {maximum}"
 
     def check(value, path):
-        if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
+        if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum) or (
+                maximum is not None and value > maximum):
             raise _fail(path, expected, value)
         return value
 
@@ -461,7 +464,7 @@ SHARDS_AUTO_BYTES = 64 << 20
 
 _TOP_FIELDS = {  # data, architecture, methods, solver and evaluation are checked by their own functions
     "name": (string, None),
-    "seed": (integer(0), 0),
+    "seed": (integer(0, maximum=2**32 - 1), 0),  # a JAX PRNG seed is a uint32: larger ones crash the run
     "data": (_as_is, None),
     "task": (optional(choice("regression", "classification")), None),
     "architecture": (_as_is, None),

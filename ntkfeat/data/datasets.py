@@ -189,6 +189,12 @@ def load_dataset(name: str, *, root: str | None = None, path: str | None = None,
         classes = preprocess.class_values(source.y_all, where)
         if source.num_classes is not None and classes.min() >= 0 and classes.max() < source.num_classes:
             classes = np.arange(source.num_classes)  # a fixed label set, even if a subset lacks a class
+        elif source.num_classes is None and len(classes) > preprocess._MAX_INFERRED_CLASSES:
+            # Integer-valued targets with this many values are counts or measurements (one such
+            # set ran as 214 classes at accuracy 0.0): the bound that infers the task decides.
+            raise ValueError(f"{where}: task='classification' but y has {len(classes)} distinct values (more than "
+                             f"{preprocess._MAX_INFERRED_CLASSES}): it looks like a regression target; use "
+                             "task='regression', or bin the labels into classes first")
 
     n_train_available, n_test_available = len(source.train_index), len(source.test_index)
     train_rows = source.train_index[preprocess.subset_rows(
