@@ -8,7 +8,8 @@ A flip mirrors the W axis of (..., H, W, C) arrays. `flip_averaged` features are
 flips, phi_avg(flip x) = phi_avg(x), and their kernel is
     K_avg(x, y) = (K(x, y) + K(x, fy) + K(fx, y) + K(fx, fy)) / 2,
 which is K(x, y) + K(x, fy) when K is flip-equivariant (K(fx, fy) = K(x, y): convolutions with
-symmetric padding, e.g. VALID or odd SAME filters, and pooling that tiles the width evenly).
+symmetric padding, e.g. VALID or odd SAME or CIRCULAR filters, and pooling that tiles the width evenly
+or runs circularly with an odd window, as local average pooling does).
 """
 
 from __future__ import annotations
