@@ -144,14 +144,28 @@ QUAD_RTOL = 1e-7
 QUAD_MAX_NODES = 1 << 17
 
 
-def _hermite_table(g: np.ndarray, degree: int) -> np.ndarray:
-    """(len(g), degree + 1): He_l(g) / sqrt(l!) times the standard normal density at g."""
+@functools.lru_cache(maxsize=16)
+def _hermite_table(intervals: int, degree: int) -> np.ndarray:
+    """(intervals + 1, degree + 1): He_l(g) / sqrt(l!) on the trapezoid nodes g (read-only; cached,
+    since a handful of node counts serve every plan)."""
+    g = np.linspace(-QUAD_HALF_WIDTH, QUAD_HALF_WIDTH, intervals + 1)
     out = np.empty((len(g), degree + 1))
-    h_prev, h = np.zeros_like(g), np.exp(-0.5 * g * g) / math.sqrt(2 * math.pi)
+    h_prev, h = np.zeros_like(g), np.ones_like(g)
     for l in range(degree + 1):
         out[:, l] = h
         h_prev, h = h, (g * h - math.sqrt(l) * h_prev) / math.sqrt(l + 1)
+    out.flags.writeable = False
     return out
+
+
+def _evaluate(fn, points: np.ndarray) -> np.ndarray:
+    """fn at float64 points (any shape), jitted on the flattened points padded to a power of two
+    (a few shapes are ever compiled, whatever the grid's size)."""
+    flat = points.reshape(-1)
+    size = 1 << max(int(math.ceil(math.log2(max(len(flat), 1)))), 10)
+    padded = np.zeros(size)
+    padded[: len(flat)] = flat
+    return np.asarray(_jitted(fn)(jnp.asarray(padded, jnp.float64)), np.float64)[: len(flat)].reshape(points.shape)
 
 
 def _jitted(fn):
@@ -178,7 +192,7 @@ def host_mehler(fn, q: np.ndarray, degree: int):
     with jax.ensure_compile_time_eval(), jax.enable_x64(True):
         while True:
             g = np.linspace(-QUAD_HALF_WIDTH, QUAD_HALF_WIDTH, intervals + 1)
-            values = np.asarray(_jitted(fn)(jnp.asarray(root[:, None] * g, jnp.float64)), np.float64)
+            values = _evaluate(fn, root[:, None] * g)
             density = (g[1] - g[0]) * np.exp(-0.5 * g * g) / math.sqrt(2 * math.pi)
             flipped = values[:, ::-1]
             even = ((values + flipped) / 2) ** 2 @ density
@@ -189,15 +203,22 @@ def host_mehler(fn, q: np.ndarray, degree: int):
             if trusted.all() or 2 * intervals > QUAD_MAX_NODES:
                 break
             previous, intervals = second, 2 * intervals
-        a = (values * density[None, :] * math.sqrt(2 * math.pi) / np.exp(-0.5 * g * g)) @ _hermite_table(g, degree)
+        a = (values * density[None, :]) @ _hermite_table(intervals, degree)
     return a, (second, even, odd), trusted
 
 
 def _mehler_sum(a, c):
-    """sum_l a_l(q_i) a_l(q_j) c^l by Horner, a (G, L + 1), c (G, G, N) complex."""
+    """sum_l a_l(q_i) a_l(q_j) c^l by Horner, a (G, L + 1), c (G, G, N) complex. Degrees whose
+    coefficients carry below 1e-16 of every row's second moment are left out (|c| <= 1, so what
+    they add is below that too): small variances' series end early, which halves the work."""
+    mass = a * a
+    tail = np.cumsum(mass[:, ::-1], axis=1)[:, ::-1]  # tail[:, l]: sum of a_j^2 over j >= l
+    needed = np.any(tail > 1e-16 * np.maximum(tail[:, :1], 1e-300), axis=0)
+    top = int(np.nonzero(needed)[0].max()) if np.any(needed) else 0
     out = np.zeros_like(c)
-    for l in range(a.shape[1] - 1, -1, -1):
-        out = out * c + (a[:, None, l] * a[None, :, l])[..., None]
+    for l in range(top, -1, -1):  # in place: no (G, G, N) temporaries
+        out *= c
+        out += (a[:, None, l] * a[None, :, l])[..., None]
     return out
 
 
@@ -209,7 +230,10 @@ def compose_series(layers, s, points: int = SERIES_POINTS, mehler_degree: int = 
       resolved), diag (G,) the exact NTK at x = y, trusted (G,) whether every quadrature on
       the way converged.
     """
-    rho = np.exp(2j * np.pi * np.arange(points) / points)
+    # Every step maps conj(rho) to the conjugate value (real coefficients throughout), so the
+    # series is composed on the upper half of the circle only and mirrored before the FFT.
+    half = points // 2 + 1
+    rho = np.exp(2j * np.pi * np.arange(half) / points)
     core = [l for l in layers if not isinstance(l, (Flatten, Identity))]
     k = np.sqrt(np.outer(s, s))[..., None] * rho  # after the first Dense
     ntk, q, t = k.copy(), s.copy(), s.copy()
@@ -230,7 +254,25 @@ def compose_series(layers, s, points: int = SERIES_POINTS, mehler_degree: int = 
         c = k / np.outer(root, root)[..., None]
         k, ntk = _mehler_sum(a, c), ntk * _mehler_sum(b, c)
         q, t = second, t * second_prime
-    return np.fft.fft(ntk, axis=-1).real / points, t, trusted
+    full = np.concatenate([ntk, np.conj(ntk[..., 1 : points - half + 1][..., ::-1])], axis=-1)
+    return np.fft.fft(full, axis=-1).real / points, t, trusted
+
+
+def _one_blas_thread(fn):
+    """Run fn with BLAS on one thread: the plan's matrices are small (G <= 128), and OpenBLAS's
+    threads only wait on each other there (64 x 64 eigh took 35x longer with 2 threads on a
+    loaded 2-core machine)."""
+    try:
+        from threadpoolctl import threadpool_limits  # scikit-learn's dependency
+    except ImportError:  # pragma: no cover
+        return fn
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        with threadpool_limits(limits=1, user_api="blas"):
+            return fn(*args, **kwargs)
+
+    return wrapped
 
 
 class GeneralPlan:
@@ -245,6 +287,7 @@ class GeneralPlan:
     (ranks and tail lumps, before sketching) relative to the diagonal, over rho in [-1, 1].
     """
 
+    @_one_blas_thread
     def __init__(self, layers: tuple, degree: int, s_range: tuple[float, float], focus: tuple[float, float]):
         self.degree = degree
         self.t0 = typical_root(layers)
@@ -490,16 +533,26 @@ def _draw(plan: GeneralPlan, key, z_dim: int, first: Dense, method, dtype) -> Ge
         for c in ranks[j]:
             blocks.append(np.zeros((k, _exact_cost(z_dim, j))))
             blocks[-1][c] = 1.0
-    slice_keys = _random.split(k_signs, max(len(features.head_slices[0]), 1))
-    for (j, _, m), key_j in zip(features.head_slices[0], slice_keys):
+    exact_width = sum(b.shape[1] for b in blocks)
+    slices = features.head_slices[0]
+    total = sum(m for _, _, m in slices)
+    base = np.zeros((k, exact_width + total))
+    base[:, :exact_width] = np.concatenate(blocks, axis=1) if blocks else np.zeros((k, 0))
+    # Fixed random signs mix the ranks into one sketched block: rank r > 0 of the block's degree
+    # takes row r - 1 of one (MAX_RANK - 1, total) Rademacher draw (one op, traceable in the key).
+    select = np.zeros((MAX_RANK - 1, k, total))
+    start = exact_width
+    for j, _, m in slices:
         cols = ranks[j]
-        block = np.zeros((k, m))
-        block[cols[0]] = 1.0
-        if len(cols) > 1:  # fixed random signs mix the ranks into one block (traceable in the key)
-            signs = _random.rademacher(key_j, (len(cols) - 1, m))
-            block = jnp.asarray(block, dtype).at[np.asarray(cols[1:])].set(jnp.asarray(signs, dtype))
-        blocks.append(block)
-    mixer = jnp.concatenate([jnp.asarray(b, dtype) for b in blocks], axis=1)
+        base[cols[0], start : start + m] = 1.0
+        for r, c in enumerate(cols[1:]):
+            select[r, c, start - exact_width : start - exact_width + m] = 1.0
+        start += m
+    mixer = jnp.asarray(base, dtype)
+    if select.any():
+        signs = jnp.asarray(_random.rademacher(k_signs, (MAX_RANK - 1, total)), dtype)
+        mixed = jnp.einsum("rkt,rt->kt", jnp.asarray(select, dtype), signs)
+        mixer = mixer.at[:, exact_width:].add(mixed)
     log_s = np.log(plan.s)
     return GeneralOneShotParams(features, jnp.asarray(np.stack(table, axis=1), dtype),
                                 jnp.asarray(plan.log_root, dtype), mixer, float(first.W_std), float(first.bias),
