@@ -448,6 +448,8 @@ def compute_features(params: FeatureMap, x, get: str = "ntk", *, batch_size: int
 def _check_finite_features(out) -> None:
     """Finite inputs whose features are not finite: the kernel itself leaves the dtype's range
     there (Exp's grows like exp(2 q): at q = 100 it is 1e86, beyond float32), never a silent NaN."""
+    if batching.is_traced(out):  # parameters under vmap or jit: no values to check
+        return
     bad = ~np.asarray(jnp.all(jnp.isfinite(out.reshape(out.shape[0], -1)), axis=1))
     if bad.any():
         rows = np.flatnonzero(bad)
