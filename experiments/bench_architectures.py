@@ -216,7 +216,7 @@ def bench_activations(args) -> str:
 
 
 def config_layers(nf, path):
-    from experiments.config import build_layers, load_config
+    from ntkfeat.runs.config import build_layers, load_config
 
     return nf.serial(*build_layers(load_config(REPO / path)["architecture"]))
 

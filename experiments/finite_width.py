@@ -51,10 +51,10 @@ import time
 
 import numpy as np
 
-from experiments import report
-from experiments.config import (ConfigError, _expand_architecture, apply_override, build_layers, check_keys, integer,
-                                list_of, number, optional, read_yaml, string)
-from experiments.run import _git, _now, _versions, make_output_dir
+from ntkfeat.runs import report
+from ntkfeat.runs.config import (ConfigError, _expand_architecture, apply_override, build_layers, check_keys, integer,
+                                 list_of, number, optional, read_yaml, string)
+from ntkfeat.runs.run import _git, _now, _versions, make_output_dir
 
 RECORD_FIELDS = ("width", "seed", "num_params", "drift", "train_loss", "test_rmse", "kernel_test_rmse", "gap",
                  "third_order_error", "seconds")

@@ -74,10 +74,10 @@ import time
 
 import numpy as np
 
-from experiments import report
-from experiments.run import _git, _now, _versions, make_output_dir
-from experiments.config import (ConfigError, apply_override, check_keys, choice, integer, list_of, number,
-                                read_yaml)
+from ntkfeat.runs import report
+from ntkfeat.runs.run import _git, _now, _versions, make_output_dir
+from ntkfeat.runs.config import (ConfigError, apply_override, check_keys, choice, integer, list_of, number,
+                                 read_yaml)
 
 METHODS = ("exact", "ntk_sketch", "ntk_random_features")
 SELECTIONS = ("loo", "gcv", "kfold", "holdout")

@@ -28,7 +28,7 @@ RULES = ("holdout", "kfold", "gcv", "loo")
 
 
 def run_all(config: str, splits, rules, out: pathlib.Path, data_entries: int) -> None:
-    from experiments import run
+    from ntkfeat.runs import run
 
     for split in splits:
         for rule in rules:
@@ -107,7 +107,7 @@ def main(argv=None) -> int:
     if args.summarize:
         print(summarize(pathlib.Path(args.summarize)))
         return 0
-    from experiments.config import load_config
+    from ntkfeat.runs.config import load_config
 
     rules = [r.strip() for r in args.rules.split(",") if r.strip()]
     unknown = sorted(set(rules) - set(RULES))

@@ -1,48 +1,14 @@
-"""Redraws a run's two plots from its results.json.
+"""Alias of `ntkfeat.runs.replot` for a clone: `import experiments.replot` gives that very module, and
+`python -m experiments.replot ...` runs its `main`.
 
-    python -m experiments.replot RUN_DIR [--out DIR]
-
-RUN_DIR is a folder written by `python -m experiments.run` (or its results.json). The plots
-(kernel_error_vs_dim.png, metric_vs_time.png) are drawn exactly as the run draws them, into
-RUN_DIR (replacing the old ones) or --out. Useful after a run was interrupted or its plots were
-switched off (`plots: false`), or after the plotting code changed. Needs no JAX.
+The module moved into the package so that it is installed with it; this alias keeps the clone's commands
+and imports working. Because `sys.modules` holds the package module under both names, attributes set on one
+(e.g. a test's monkeypatch) are seen by the other.
 """
-
-from __future__ import annotations
-
-import argparse
-import pathlib
+import importlib
 import sys
 
-from experiments import report
-
-
-def replot(run_dir, out=None) -> list:
-    """Draws the plots of the run in `run_dir` into `out` (default: the run folder); returns the paths."""
-    run_dir = pathlib.Path(run_dir)
-    result = report.load_run(run_dir)
-    folder = pathlib.Path(out) if out is not None else (run_dir if run_dir.is_dir() else run_dir.parent)
-    folder.mkdir(parents=True, exist_ok=True)
-    datasets, tasks = report.datasets_and_tasks(result)
-    if not datasets:
-        raise ValueError(f"{run_dir}: the run has no datasets or records to plot")
-    return report.plot_run(result.get("records", []), datasets, tasks, folder)
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.replot", description=__doc__.split("\n\n")[0])
-    parser.add_argument("run_dir", help="a run folder of experiments.run (or its results.json)")
-    parser.add_argument("--out", help="folder for the plots (default: the run folder)")
-    args = parser.parse_args(argv)
-    try:
-        paths = replot(args.run_dir, args.out)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    for path in paths:
-        print(path)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(importlib.import_module("ntkfeat.runs.replot").main())
+else:
+    sys.modules[__name__] = importlib.import_module("ntkfeat.runs.replot")
