@@ -1,8 +1,8 @@
 """One table and one pair of plots across several runs.
 
-    python -m experiments.compare RUN_DIR [RUN_DIR ...] [--out DIR]
+    ntkfeat compare RUN_DIR [RUN_DIR ...] [--out DIR]
 
-Each RUN_DIR is a folder written by `python -m experiments.run` (or its results.json). The
+Each RUN_DIR is a folder written by `ntkfeat run` (or its results.json). The
 records of all runs are printed as one table with a `run` column (the run folder's name), and
 written to DIR (default `runs/compare-<YYYYmmdd-HHMMSS>/`; an existing --out must be empty):
 
@@ -151,7 +151,7 @@ def compare(run_dirs, out=None, plots: bool = True) -> tuple:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.compare", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="ntkfeat compare", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders of experiments.run")
     parser.add_argument("--out", help="output folder (default runs/compare-<YYYYmmdd-HHMMSS>); must not hold files")
     parser.add_argument("--no-plots", action="store_true", help="the table and CSV only")

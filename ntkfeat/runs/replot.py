@@ -1,8 +1,8 @@
 """Redraws a run's two plots from its results.json.
 
-    python -m experiments.replot RUN_DIR [--out DIR]
+    ntkfeat replot RUN_DIR [--out DIR]
 
-RUN_DIR is a folder written by `python -m experiments.run` (or its results.json). The plots
+RUN_DIR is a folder written by `ntkfeat run` (or its results.json). The plots
 (kernel_error_vs_dim.png, metric_vs_time.png) are drawn exactly as the run draws them, into
 RUN_DIR (replacing the old ones) or --out. Useful after a run was interrupted or its plots were
 switched off (`plots: false`), or after the plotting code changed. Needs no JAX.
@@ -30,7 +30,7 @@ def replot(run_dir, out=None) -> list:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.replot", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="ntkfeat replot", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", help="a run folder of experiments.run (or its results.json)")
     parser.add_argument("--out", help="folder for the plots (default: the run folder)")
     args = parser.parse_args(argv)

@@ -1,12 +1,14 @@
 """The experiment runner: one YAML file in, one results folder out.
 
-    python -m experiments.run configs/quickstart.yaml [--out DIR] [--set PATH=VALUE ...] [--check]
+    ntkfeat run configs/quickstart.yaml [--out DIR] [--set PATH=VALUE ...] [--check]
+    ntkfeat run quickstart ...                # a built-in config by name (configs/ of the repository)
+    python -m experiments.run configs/quickstart.yaml ...   # the same, in a clone
 
 For every dataset, method, dimension and repeat it builds features of the training and test rows
 (streamed in batches), fits ridge regression with the regularization chosen on the training rows,
 scores the test rows, and measures how well Phi Phi^T approximates the exact NTK on a few training
 rows. `exact` is kernel ridge on neural-tangents' kernel. The config schema is in
-`experiments/config.py` and the README; `--set` overrides any key (value parsed as YAML), e.g.
+`ntkfeat/runs/config.py` and the README; `--set` overrides any key (value parsed as YAML), e.g.
 `--set data.n_train=null --set 'methods[1].dims=[16384]'`.
 
 Everything is checked before any work: the config, the data files (loaded once), the architecture
@@ -15,8 +17,8 @@ folder created (default `runs/<name>-<YYYYmmdd-HHMMSS>`; an existing non-empty -
 holding results.json (records and metadata), results.csv, config.yaml (the resolved config, which
 reruns the experiment), kernel_error_vs_dim.png and metric_vs_time.png. Results are rewritten
 atomically after every run, so a crash (status 'failed'), Ctrl-C or SIGTERM (status 'interrupted')
-keeps what finished. `python -m experiments.replot` redraws the plots of a run folder,
-`python -m experiments.compare` tabulates and plots several.
+keeps what finished. `ntkfeat replot` redraws the plots of a run folder, `ntkfeat compare`
+tabulates and plots several.
 
 Devices and hosts: each batch of rows is sharded over every local device. With --num-processes P
 (and --coordinator, --process-id, or JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID)
@@ -50,7 +52,7 @@ import jax
 import numpy as np
 
 import ntkfeat as nf
-from ntkfeat.runs import fitting, report
+from ntkfeat.runs import builtin, fitting, report
 from ntkfeat.runs.config import SHARDS_AUTO_BYTES, ConfigError, build_layers, load_config
 from ntkfeat.runs.methods import Network, Timer, all_features, block, exact_kernel, feature_batches, feature_method
 from ntkfeat import baselines, batching, distributed, metrics, solvers
@@ -226,8 +228,10 @@ def _plan_method(config: dict, i: int, spec: dict, d: int, data: Data) -> list:
 
 
 def prepare(config_path, overrides=()) -> Plan:
-    """Validates the config, loads the data and checks every run; writes nothing."""
-    config = load_config(config_path, overrides)
+    """Validates the config, loads the data and checks every run; writes nothing.
+
+    `config_path` is a YAML file, or the name of a built-in config (`quickstart`, see `builtin`)."""
+    config = load_config(builtin.resolve(config_path), overrides)
     layers = build_layers(config["architecture"])
     network = Network.from_layers(layers)
     methods, solver = config["methods"], config["solver"]
@@ -924,7 +928,7 @@ def _mark_interrupted(out: pathlib.Path, error: BaseException) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.run", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="ntkfeat run", description=__doc__.split("\n\n")[0])
     parser.add_argument("config", nargs="?", help="YAML config (see configs/); with --resume DIR, default "
                         "DIR/config.yaml")
     parser.add_argument("--out", help="output folder (default runs/<name>-<YYYYmmdd-HHMMSS>); must not hold files")
@@ -991,7 +995,7 @@ def _main_run(args, argv, plan: Plan, first: bool, sigterm: _SigtermInterrupts) 
             print(f"{'resuming' if previous is not None else 'writing to'} {out}"
                   + (f" ({len(previous['records'])} finished runs kept)" if previous is not None else ""))
         t0 = time.perf_counter()
-        command = shlex.join(["python", "-m", "experiments.run", *argv])
+        command = shlex.join(["ntkfeat", "run", *argv])
         records = _execute(plan, out, not args.quiet, command, sigterm, previous, args.keep_shards)
     except ResumeError as e:
         print(f"error: {e}", file=sys.stderr)
