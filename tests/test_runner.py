@@ -356,7 +356,10 @@ def test_a_crash_keeps_the_finished_runs(tmp_path, monkeypatch):
 
 
 def test_every_config_validates():
-    others = {"gcn_sbm.yaml": "experiments.graph_depth"}  # configs of other scripts, with their own schema
+    others = {  # configs of other scripts, with their own schema
+        "gcn_sbm.yaml": "experiments.graph_depth", "gcn_sbm_remedies.yaml": "experiments.graph_depth",
+        "gcn_karate.yaml": "experiments.graph_depth", "finite_width.yaml": "experiments.finite_width",
+    }
     for path in sorted(CONFIGS.glob("*.yaml")):
         if path.name in others:
             assert importlib.import_module(others[path.name]).load_config(path)["name"] == path.stem
