@@ -231,7 +231,8 @@ def prepare(config_path, overrides=()) -> Plan:
     """Validates the config, loads the data and checks every run; writes nothing.
 
     `config_path` is a YAML file, or the name of a built-in config (`quickstart`, see `builtin`)."""
-    config = load_config(builtin.resolve(config_path), overrides)
+    config_path = builtin.resolve(config_path)  # a name becomes the built-in file, recorded as config_file
+    config = load_config(config_path, overrides)
     layers = build_layers(config["architecture"])
     network = Network.from_layers(layers)
     methods, solver = config["methods"], config["solver"]
