@@ -5,23 +5,28 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-ntkfeat
 NT_VERSION := 0.6.5
 
-.PHONY: install quickstart test bench-fc bench-cntk clean
+.PHONY: install quickstart test wheel bench-fc bench-cntk clean
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml setup.py Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
 	# neural-tangents without its TensorFlow dependency (ntkfeat.compat makes it import on current JAX)
 	$(BIN)/pip install -q --no-deps 'neural-tangents==$(NT_VERSION)'
+	# the .pth hook a wheel ships (import neural_tangents before ntkfeat); an editable install need not carry it
+	$(BIN)/python -c "import ntkfeat.compat as c; c.write_pth()"
 	touch $(STAMP)
 
 install: $(STAMP)
 
 quickstart: $(STAMP)
-	$(BIN)/python -m experiments.run configs/quickstart.yaml
+	$(BIN)/ntkfeat run configs/quickstart.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+wheel: $(STAMP)  # dist/ntkfeat-*.whl: the package, configs/ as ntkfeat/configs, the .pth hook, py.typed
+	$(BIN)/pip wheel --no-deps -w dist .
 
 bench-fc: $(STAMP)
 	$(BIN)/python -m experiments.bench_fc
