@@ -5,9 +5,11 @@
   parse fails the build. It takes about 10 s on 2 CPU cores.
 - README.md stays at most 300 lines, and its relative links point at files that exist.
 - No user-facing page (README.md, CHANGELOG.md, docs/**/*.md) cites how the work was organised: no commit
-  hashes (7 to 40 hex digits with at least one letter and one digit) and no "session".
+  hashes (7 to 40 hex digits with at least one letter and one digit) and no "session", in the pages
+  and in the API reference rendered from the docstrings.
 """
 
+import html
 import pathlib
 import re
 import subprocess
@@ -72,3 +74,8 @@ def test_docs_build_strict(tmp_path):
     api = (site / "api" / "sketches" / "index.html").read_text()
     assert "tensor_srht" in api and ":::" not in api
     assert (site / "changelog" / "index.html").read_text().count("Unreleased") >= 1
+    # The API pages are user text too: the docstrings they render cite no commit or session.
+    for page in sorted((site / "api").rglob("index.html")):
+        text = html.unescape(re.sub(r"<[^>]+>", " ", page.read_text()))
+        found = HASH.findall(text) + SESSION.findall(text)
+        assert not found, f"{page.relative_to(site)} renders {found[:5]} from a docstring"
