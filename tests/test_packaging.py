@@ -100,6 +100,14 @@ def test_cli_and_builtin_config_names(capsys):
         builtin.resolve("elsewhere/quickstart.yaml")
 
 
+def test_notebooks_use_the_package_not_the_clone():
+    # examples/*.ipynb must run from a non-editable install, where the clone's experiments/ does not exist.
+    for path in sorted((REPO / "examples").glob("*.ipynb")):
+        cells = json.loads(path.read_text())["cells"]
+        code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+        assert "experiments" not in code and "pip install -e" not in code, path.name
+
+
 # --- The wheel, built from a copy of the sources and installed into a fresh environment ---------------------------
 
 _SOURCES = ("pyproject.toml", "setup.py", "README.md", "LICENSE", "configs", "ntkfeat")
