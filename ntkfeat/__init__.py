@@ -30,6 +30,12 @@ __all__ = list(_layer_names) + [
 ]
 
 
+# neural-tangents layers with no feature map here (yet): a port that uses one gets an error naming
+# the layer and the exact-kernel route, not a bare AttributeError.
+MISSING_LAYERS = ("Dropout", "FanInProd", "Elementwise", "GlobalSelfAttention",
+                  "ConvTranspose", "ConvLocal", "Index", "ImageResize", "DotGeneral")
+
+
 def __getattr__(name):
     # Loaded on first use, so that `import ntkfeat` imports neither scikit-learn nor neural-tangents.
     if name == "sklearn":
@@ -39,4 +45,8 @@ def __getattr__(name):
     if name in ("nt", "stax"):  # neural-tangents, imported after ntkfeat has patched JAX for it
         nt = _compat.neural_tangents()
         return nt if name == "nt" else nt.stax
+    if name in MISSING_LAYERS:
+        raise AttributeError(f"ntkfeat has no layer {name!r}: neural-tangents' stax.{name} has no feature map in "
+                             f"ntkfeat (nf.stax.{name} gives its exact kernel, without features); see the README's "
+                             "porting section for the supported layers")
     raise AttributeError(f"module 'ntkfeat' has no attribute {name!r}")

@@ -144,3 +144,9 @@ def test_pool_strides_default_to_one_as_in_neural_tangents():
         init_fn, feature_fn, _ = nf.serial(nf.Conv(4, (1, 1)), layer)
         phi = jax.eval_shape(feature_fn, init_fn(jax.random.PRNGKey(0), x.shape, METHODS[0]), x)
         assert phi.shape[1:3] == (7, 7), (name, phi.shape)
+
+
+@pytest.mark.parametrize("name", nf.MISSING_LAYERS)
+def test_missing_neural_tangents_layers_raise_an_error_that_names_them(name):
+    with pytest.raises(AttributeError, match=f"no layer '{name}'.*nf.stax.{name}"):
+        getattr(nf, name)
