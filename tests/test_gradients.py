@@ -34,6 +34,11 @@ METHODS = {
     "sketch_layerwise": nf.Sketch(dim=256, mode="layerwise"),
     "random_features": nf.RandomFeatures(dim=256),
 }
+# Every activation under the default Sketch (one-shot for these stacks) and RandomFeatures; the
+# layerwise Sketch shares its rules between activations of a kind (homogeneous, Mehler series),
+# so two of each kind stand for the rest there (Erf, Gelu and Sin had NaN gradients).
+CASES = [(name, method) for name in ACTIVATIONS for method in ("sketch", "random_features")] + [
+    (name, "sketch_layerwise") for name in ("Relu", "Abs", "Erf", "Gelu", "Sin")]
 
 
 def _inputs():
@@ -53,24 +58,26 @@ def _map(act, method, bias: bool):
 
 def _check_directional(f, x, key=2):
     """jvp, grad and the central difference of L(x) = <r, f(x)> along a random v agree."""
-    out = f(x)
+    out = jax.eval_shape(f, x)
     r = jax.random.normal(jax.random.PRNGKey(key), out.shape, jnp.float64)
     v = jax.random.normal(jax.random.PRNGKey(key + 1), x.shape, jnp.float64)
 
     def loss(z):
         return jnp.sum(r * f(z))
 
-    grad = jax.grad(loss)(x)
-    _, tangent = jax.jvp(loss, (x,), (v,))
-    fd = (loss(x + H * v) - loss(x - H * v)) / (2 * H)
+    @jax.jit  # one compilation for the four evaluations
+    def derivatives(x):
+        _, tangent = jax.jvp(loss, (x,), (v,))
+        return jax.grad(loss)(x), tangent, (loss(x + H * v) - loss(x - H * v)) / (2 * H)
+
+    grad, tangent, fd = derivatives(x)
     assert np.all(np.isfinite(np.asarray(grad))), "NaN or inf gradient"
     scale = float(jnp.linalg.norm(grad) * jnp.linalg.norm(v)) + 1e-300
     assert abs(float(tangent) - float(fd)) <= TOL * scale, (float(tangent), float(fd))
     assert abs(float(jnp.vdot(grad, v)) - float(fd)) <= TOL * scale
 
 
-@pytest.mark.parametrize("method", list(METHODS))
-@pytest.mark.parametrize("name", list(ACTIVATIONS))
+@pytest.mark.parametrize("name,method", CASES)
 def test_gradient_matches_central_differences(name, method):
     with jax.enable_x64(True):
         f = _map(ACTIVATIONS[name], METHODS[method], bias=True)
@@ -85,7 +92,7 @@ def test_bias_free_gradient_at_zero_row_is_the_limit(name, method):
     with jax.enable_x64(True):
         f = _map(ACTIVATIONS[name], METHODS[method], bias=False)
         x = _inputs().at[0].set(0.0)
-        grad = jax.grad(lambda z: jnp.sum(f(z) ** 2))(x)
+        grad = jax.jit(jax.grad(lambda z: jnp.sum(f(z) ** 2)))(x)
         assert np.all(np.isfinite(np.asarray(grad)))
         assert np.all(np.asarray(grad[0]) == 0.0)
         _check_directional(lambda z: f(jnp.concatenate([x[:1], z])), x[1:])
@@ -96,7 +103,7 @@ def test_gradient_finite_at_tiny_rows(name):
     """Rows scaled by 1e-20 (squares 1e-40: below float32's range): finite gradients, in float32."""
     f = _map(ACTIVATIONS[name], nf.Sketch(dim=256), bias=False)
     x = np.asarray(_inputs(), np.float32) * np.float32(1e-20)
-    grad = jax.grad(lambda z: jnp.sum(f(z)))(jnp.asarray(x))
+    grad = jax.jit(jax.grad(lambda z: jnp.sum(f(z))))(jnp.asarray(x))
     assert np.all(np.isfinite(np.asarray(grad)))
 
 
@@ -106,10 +113,10 @@ def test_homogeneous_gradient_is_scale_exact(method):
     for c > 0: float32 from 1e-30 to 1e30, within 1e-4 relative (float32 rounding of the features)."""
     f = _map(nf.Relu(), METHODS[method], bias=False)
     x = jnp.asarray(_inputs(), jnp.float32)
-    r = jax.random.normal(jax.random.PRNGKey(5), f(x).shape, jnp.float32)
-    loss = lambda z: jnp.sum(r * f(z))  # noqa: E731
-    reference = np.asarray(jax.grad(loss)(x), np.float64)
+    r = jax.random.normal(jax.random.PRNGKey(5), jax.eval_shape(f, x).shape, jnp.float32)
+    gradient = jax.jit(jax.grad(lambda z: jnp.sum(r * f(z))))
+    reference = np.asarray(gradient(x), np.float64)
     for c in (1e-30, 1e-20, 1e-10, 1e10, 1e20, 1e30):
-        grad = np.asarray(jax.grad(loss)(x * np.float32(c)), np.float64)
+        grad = np.asarray(gradient(x * np.float32(c)), np.float64)
         assert np.all(np.isfinite(grad)), c
         assert np.linalg.norm(grad - reference) <= 1e-4 * np.linalg.norm(reference), c
