@@ -61,6 +61,8 @@ def main():
     parser.add_argument("--dim", type=int, default=8192)
     parser.add_argument("--key", type=int, default=0)
     parser.add_argument("--activations", default=",".join(ACTIVATIONS))
+    parser.add_argument("--scales", default=",".join(f"{v:g}" for v in SCALES),
+                        help="x scales (a subset splits the sweep across processes)")
     parser.add_argument("--out", default=None, help="markdown file for the table")
     args = parser.parse_args()
     import ntkfeat as nf
@@ -69,7 +71,7 @@ def main():
     lines = [f"| activation | x scale | b_std | W_std=1 | W_std=2 | W_std=3 |", "| --- | --- | --- | --- | --- | --- |"]
     failures, start = 0, time.time()
     for act in args.activations.split(","):
-        for scale, b_std in itertools.product(SCALES, B_STDS):
+        for scale, b_std in itertools.product([float(v) for v in args.scales.split(",")], B_STDS):
             entries = []
             for w_std in W_STDS:
                 error, warned, mode = cell(nf, act, scale, b_std, w_std, x, args.dim, args.key)
