@@ -185,9 +185,12 @@ def host_mehler(fn, q: np.ndarray, degree: int):
     (G,) mask of the variances whose quadrature converged; float64 NumPy. One step serves every
     variance (the largest sets it); node counts are 2^k + 1, so a few shapes are ever compiled."""
     q = np.maximum(np.asarray(q, np.float64), 0.0)
+    if not np.all(np.isfinite(q)):  # an activation that grows too fast (Exp) overflowed the variance
+        raise OneShotUnavailable("Sketch(mode='oneshot') does not apply: the NTK overflows on the grid of input "
+                                 "variances (an activation grows too fast, e.g. Exp); use mode='layerwise'")
     root = np.sqrt(q)
     step = min(0.05, math.pi / (4.0 * (float(root.max(initial=0.0)) + 2.0 * math.sqrt(degree + 1))))
-    intervals = 1 << max(int(math.ceil(math.log2(2 * QUAD_HALF_WIDTH / step))), 4)
+    intervals = min(1 << max(int(math.ceil(math.log2(2 * QUAD_HALF_WIDTH / step))), 4), QUAD_MAX_NODES)
     previous, trusted = None, np.zeros(len(q), bool)
     with jax.ensure_compile_time_eval(), jax.enable_x64(True):
         while True:
@@ -312,6 +315,17 @@ class GeneralPlan:
         # are represented as well as large ones (the NTK grows with the variance).
         scale = np.sqrt(np.where(diag > 0, diag, 1.0))
         self.log_root = np.log(scale)
+        first = next(l for l in layers if isinstance(l, Dense))
+        if first.bias == 0 and np.all(diag[:2] > 0):
+            # Below the grid (tiny inputs of a bias-free first layer) the apply extends log
+            # sqrt(diag) by its first segment's slope. The diagonal is analytic in s, s^p (d_p +
+            # d_{p+1} s + ...), so its log-log slope tends to the integer p; the segment's own
+            # slope is off by O(s_lo) (0.998 for Erf), and that error grows with every decade
+            # below (diagonal 1.053x the exact one at 1e-7 x). Snap it to p.
+            slope = (self.log_root[1] - self.log_root[0]) / math.log(s[1] / s[0])
+            p = round(2.0 * slope)
+            if abs(2.0 * slope - p) < 0.1:
+                self.log_root[0] = self.log_root[1] - 0.5 * p * math.log(s[1] / s[0])
         self.factors = {}
         roots = np.sqrt(masses)
         for m in range(degree + 1):
@@ -548,11 +562,14 @@ def _draw(plan: GeneralPlan, key, z_dim: int, first: Dense, method, dtype) -> Ge
         for r, c in enumerate(cols[1:]):
             select[r, c, start - exact_width : start - exact_width + m] = 1.0
         start += m
-    mixer = jnp.asarray(base, dtype)
     if select.any():
-        signs = jnp.asarray(_random.rademacher(k_signs, (MAX_RANK - 1, total)), dtype)
-        mixed = jnp.einsum("rkt,rt->kt", jnp.asarray(select, dtype), signs)
-        mixer = mixer.at[:, exact_width:].add(mixed)
+        signs = _random.rademacher(k_signs, (MAX_RANK - 1, total))
+        if isinstance(signs, np.ndarray):  # a concrete key: on the host, nothing to compile
+            base[:, exact_width:] += np.einsum("rkt,rt->kt", select, signs)
+        else:
+            mixed = jnp.einsum("rkt,rt->kt", jnp.asarray(select, dtype), jnp.asarray(signs, dtype))
+            base = jnp.asarray(base, dtype).at[:, exact_width:].add(mixed)
+    mixer = jnp.asarray(base, dtype)
     log_s = np.log(plan.s)
     return GeneralOneShotParams(features, jnp.asarray(np.stack(table, axis=1), dtype),
                                 jnp.asarray(plan.log_root, dtype), mixer, float(first.W_std), float(first.bias),
