@@ -305,7 +305,7 @@ def test_config_details(tmp_path):
                          ("methods.dims=[8]", "is a list")]:
         with pytest.raises(cfg.ConfigError, match=message):
             cfg.load_config(path, [bad])
-    with pytest.raises(cfg.ConfigError, match=r"^seed: expected an integer >= 0, got True"):
+    with pytest.raises(cfg.ConfigError, match=r"^seed: expected an integer >= 0 and <= 4294967295, got True"):
         cfg.load_config(path, ["seed=true"])
     # Aligned table.
     table = report.format_table([{"dataset": "d", "label": "a", "dim": 8, "test_rmse": 1.5},
@@ -337,11 +337,11 @@ def test_a_crash_keeps_the_finished_runs(tmp_path, monkeypatch):
 
     calls, real = [], runner.execute_run
 
-    def crash_on_second(plan, run, references):
+    def crash_on_second(plan, run, references, *args):
         calls.append(run)
         if len(calls) == 2:
             raise RuntimeError("simulated crash")
-        return real(plan, run, references)
+        return real(plan, run, references, *args)
 
     monkeypatch.setattr(runner, "execute_run", crash_on_second)
     path = write_config(tmp_path / "c.yaml", _minimal(data={"name": "diabetes", "n_train": 60, "n_test": 20}))
