@@ -43,7 +43,6 @@ the fitted slopes), config.yaml, drift_vs_width.png, gap_vs_width.png and drift_
 
 from __future__ import annotations
 
-import argparse
 import pathlib
 import re
 import sys
@@ -51,10 +50,11 @@ import time
 
 import numpy as np
 
+from experiments import _script
 from ntkfeat.runs import report
-from ntkfeat.runs.config import (ConfigError, _expand_architecture, apply_override, build_layers, check_keys, integer,
-                                 list_of, number, optional, read_yaml, string)
-from ntkfeat.runs.run import _git, _now, _versions, make_output_dir
+from ntkfeat.runs.config import (ConfigError, _expand_architecture, build_layers, check_keys, integer,
+                                 list_of, number, optional, string)
+from ntkfeat.runs.run import _git, _now, _versions
 
 RECORD_FIELDS = ("width", "seed", "num_params", "drift", "train_loss", "test_rmse", "kernel_test_rmse", "gap",
                  "third_order_error", "seconds")
@@ -119,10 +119,7 @@ def validate(raw: dict, default_name: str = "finite_width") -> dict:
 
 
 def load_config(path, overrides=()) -> dict:
-    raw = read_yaml(path)
-    for assignment in overrides:
-        apply_override(raw, assignment)
-    return validate(raw, default_name=pathlib.Path(path).stem)
+    return _script.load_config(path, overrides, validate)
 
 
 # --------------------------------------------------------------------------- the experiment
@@ -353,28 +350,11 @@ def describe(config) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.finite_width", description=__doc__.split("\n")[0])
-    parser.add_argument("config", help="YAML config (see configs/finite_width.yaml)")
-    parser.add_argument("--out", help="output folder (default runs/<name>-<YYYYmmdd-HHMMSS>); must not hold files")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
-                        help="override a config value, e.g. --set widths=[64,256] (repeatable)")
-    parser.add_argument("--check", action="store_true", help="validate the config, print the plan, stop")
-    args = parser.parse_args(argv)
-    try:
-        config = load_config(args.config, args.overrides)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if args.check:
-        print(describe(config))
-        return 0
-    try:
-        out = make_output_dir(args.out, config["name"])
-    except FileExistsError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    report.write_yaml(out / "config.yaml", config)
-    print(f"writing to {out}", flush=True)
+    started = _script.start(argv, prog="python -m experiments.finite_width", doc=__doc__, example="configs/finite_width.yaml",
+                            set_example="widths=[64,256]", load=load_config, describe=describe)
+    if isinstance(started, int):
+        return started
+    config, out = started
     records, summary = run(config, out, log=lambda s: print(s, flush=True))
     print(format_table(summary))
     return 0

@@ -66,7 +66,6 @@ rates in the legend); the tables are printed.
 
 from __future__ import annotations
 
-import argparse
 import pathlib
 import re
 import sys
@@ -74,10 +73,10 @@ import time
 
 import numpy as np
 
+from experiments import _script
 from ntkfeat.runs import report
-from ntkfeat.runs.run import _git, _now, _versions, make_output_dir
-from ntkfeat.runs.config import (ConfigError, apply_override, check_keys, choice, integer, list_of, number,
-                                 read_yaml)
+from ntkfeat.runs.run import _git, _now, _versions
+from ntkfeat.runs.config import (ConfigError, check_keys, choice, integer, list_of, number)
 
 METHODS = ("exact", "ntk_sketch", "ntk_random_features")
 SELECTIONS = ("loo", "gcv", "kfold", "holdout")
@@ -189,10 +188,7 @@ def validate(raw: dict, default_name: str = "gcn") -> dict:
 
 
 def load_config(path, overrides=()) -> dict:
-    raw = read_yaml(path)
-    for assignment in overrides:
-        apply_override(raw, assignment)
-    return validate(raw, default_name=pathlib.Path(path).stem)
+    return _script.load_config(path, overrides, validate)
 
 
 # --------------------------------------------------------------------------- the experiment
@@ -567,29 +563,11 @@ def describe(config) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.graph_depth", description=__doc__.split("\n")[0])
-    parser.add_argument("config", help="YAML config (see configs/gcn_sbm.yaml)")
-    parser.add_argument("--out", help="output folder (default runs/<name>-<YYYYmmdd-HHMMSS>); must not hold files")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
-                        help="override a config value, e.g. --set depths=[1,2] (repeatable)")
-    parser.add_argument("--check", action="store_true",
-                        help="validate the config, build the graph, print the plan, stop")
-    args = parser.parse_args(argv)
-    try:
-        config = load_config(args.config, args.overrides)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if args.check:
-        print(describe(config))
-        return 0
-    try:
-        out = make_output_dir(args.out, config["name"])
-    except FileExistsError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    report.write_yaml(out / "config.yaml", config)
-    print(f"writing to {out}", flush=True)
+    started = _script.start(argv, prog="python -m experiments.graph_depth", doc=__doc__, example="configs/gcn_sbm.yaml",
+                            set_example="depths=[1,2]", load=load_config, describe=describe, check_help="validate the config, build the graph, print the plan, stop")
+    if isinstance(started, int):
+        return started
+    config, out = started
     records = run(config, out, log=lambda s: print(s, flush=True))
     print("test accuracy")
     print(format_table(records))
