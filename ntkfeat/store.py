@@ -246,7 +246,11 @@ class ShardedMatrix:
             phi_all = {int(i): self.block(int(i)) for i in needed}
             for b in range(0, len(rows), batch_size):
                 part, blocks = rows[b:b + batch_size], owner[b:b + batch_size]
-                yield b, np.stack([phi_all[int(i)][r - self.blocks[int(i)][0]] for r, i in zip(part, blocks)])
+                out = np.empty((len(part), self.m), np.float32)
+                for i in np.unique(blocks):  # one gather per block, not per row
+                    sel = blocks == i
+                    out[sel] = phi_all[int(i)][part[sel] - self.blocks[int(i)][0]]
+                yield b, out
             return
         pending, position = [], 0
 

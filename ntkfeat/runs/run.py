@@ -487,7 +487,8 @@ class _Stages:
             self.status.meta["progress"] = {"run": self.where, "stage": stage, "updated": _now()}
         yield
         elapsed = time.perf_counter() - t0
-        self.seconds[stage.split(" (")[0]] = round(self.seconds.get(stage.split(" (")[0], 0.0) + elapsed, 3)
+        name = stage.split(" (")[0]  # "fit (Gram statistics, ...)" is recorded as "fit"
+        self.seconds[name] = round(self.seconds.get(name, 0.0) + elapsed, 3)
         if elapsed >= self.LOG_SECONDS:  # short stages of small runs stay quiet
             if rows:
                 self.status.report(self.where, stage, rows, rows, elapsed)
@@ -567,10 +568,8 @@ class _Shards:
         self.stages.progress(f"{role} features", done, total, seconds)
 
     def ensure(self) -> None:
-        """Every missing shard of the run's training and test rows, after one disk check for all."""
-        needed = self.train.bytes_needed(self.run.n_train) + (self.test.bytes_needed(self.run.n_test)
-                                                              if self.run.n_test else 0)
-        check_disk(self.store.folder, needed, f"the feature shards of {self.stages.where}")
+        """Every missing shard of the run's training and test rows (each matrix checks the disk first;
+        the whole plan was checked before the first run)."""
         self.train.ensure(self.run.n_train)
         if self.run.n_test:
             self.test.ensure(self.run.n_test)
