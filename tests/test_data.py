@@ -800,3 +800,29 @@ def test_runner_flip_average_and_zca_end_to_end(tmp_path):
     assert 0 < sketch["kernel_rel_fro"] < 0.1
     steps = result["datasets"][0]["preprocessing"]
     assert any(s.startswith("ZCA whitening fitted on the 24 training images and their mirror") for s in steps)
+
+
+def test_downsample_average_pools_images_before_standardization(tmp_path):
+    rng = np.random.RandomState(3)
+    x = rng.randint(0, 256, size=(30, 8, 12, 3)).astype(np.uint8)
+    y = np.arange(30) % 3
+    mask = np.zeros((30, 1), bool)
+    mask[20:] = True
+    path = _npz(tmp_path, "d.npz", x=x, y=y, test_mask=mask)
+    raw = load_dataset("npz", path=path, standardize=False, downsample=4)
+    # Each output pixel is the mean of its 4x4 window of the [0, 1]-scaled image.
+    want = x[:20].astype(np.float64).reshape(20, 2, 4, 3, 4, 3).mean((2, 4)) / 255
+    assert raw.x_train.shape == (20, 2, 3, 3) and raw.x_test.shape == (10, 2, 3, 3)
+    np.testing.assert_allclose(raw.x_train, want, rtol=1e-6)
+    assert any("average-pooled over 4x4 windows (8x12 -> 2x3)" in step for step in raw.info["preprocessing"])
+    # Standardization uses the pooled training pixels' statistics.
+    std = load_dataset("npz", path=path, downsample=4)
+    np.testing.assert_allclose(std.x_train.mean((0, 1, 2)), 0, atol=1e-5)
+    np.testing.assert_allclose(std.x_train.std((0, 1, 2)), 1, rtol=1e-4)
+    np.testing.assert_array_equal(load_dataset("npz", path=path, downsample=1).x_train, load_dataset("npz", path=path).x_train)
+    with pytest.raises(ValueError, match="downsample=5 needs image sides divisible by 5, got 8x12"):
+        load_dataset("npz", path=path, downsample=5)
+    with pytest.raises(ValueError, match="downsample must be None or an integer >= 1, got 0"):
+        load_dataset("npz", path=path, downsample=0)
+    with pytest.raises(ValueError, match="downsample=2 needs image data"):
+        load_dataset("diabetes", downsample=2)

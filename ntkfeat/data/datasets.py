@@ -68,7 +68,7 @@ def _check_int(value, what: str, minimum: int, optional: bool) -> None:
         raise ValueError(f"{what} must be {allowed} >= {minimum}, got {value!r}")
 
 
-def _check_arguments(name, split, n_train, n_test, seed, task, images, zca, flip) -> str:
+def _check_arguments(name, split, n_train, n_test, seed, task, images, zca, flip, downsample) -> str:
     if not isinstance(name, str) or name.lower() not in DATASET_NAMES:
         raise ValueError(f"unknown dataset {name!r}; valid names are: {', '.join(DATASET_NAMES)}")
     _check_int(split, "split", 0, optional=False)
@@ -84,6 +84,7 @@ def _check_arguments(name, split, n_train, n_test, seed, task, images, zca, flip
         raise ValueError(f"zca must be None or a regularization > 0 (e.g. 0.1), got {zca!r}")
     if flip is not None and flip not in flips.FLIP_MODES:
         raise ValueError(f"flip must be None, 'augment' or 'average', got {flip!r}")
+    _check_int(downsample, "downsample", 1, optional=True)
     return name.lower()
 
 
@@ -104,7 +105,8 @@ def _open(name: str, root, path, split: int, seed: int, task: str | None) -> sou
 def load_dataset(name: str, *, root: str | None = None, path: str | None = None, split: int = 0,
                  n_train: int | None = None, n_test: int | None = None, seed: int = 0,
                  standardize: bool = True, task: str | None = None, images: bool | None = None,
-                 zca: float | None = None, flip: str | None = None, patches: dict | None = None) -> Dataset:
+                 zca: float | None = None, flip: str | None = None, patches: dict | None = None,
+                 downsample: int | None = None) -> Dataset:
     """Loads, splits, subsets and standardizes a dataset.
 
     Names: 'diabetes', 'digits' (scikit-learn, no files needed); the UCI regression sets 'boston',
@@ -120,7 +122,8 @@ def load_dataset(name: str, *, root: str | None = None, path: str | None = None,
     `standardize=False`, x is returned as stored (images still scaled to [0, 1]) and y raw.
     "Training" means the returned training rows, i.e. after `n_train` subsetting.
 
-    Image options, in this order: `flip='augment'` puts the mirror image (W axis reversed) of
+    Image options, in this order: `downsample=k` average-pools every image over non-overlapping
+    k x k windows (32x32 CIFAR-10 images become 8x8 with k = 4: a cheaper exact CNTK); `flip='augment'` puts the mirror image (W axis reversed) of
     every training image right after it (rows x0, flip(x0), x1, flip(x1), ...; labels repeated;
     test rows unchanged), so there are 2 n_train training rows; then pixels are scaled and
     standardized per channel; then `zca=eps` whitens every image with a ZCA fitted on the training
@@ -149,6 +152,7 @@ def load_dataset(name: str, *, root: str | None = None, path: str | None = None,
         None: NHWC except digits, which is flat (n, 64) by default.
       zca: None, or the ZCA regularization eps > 0 (images only; e.g. 0.1, Han et al. 2022).
       flip: None, 'augment' or 'average' (images only; see above).
+      downsample: None, or an integer k >= 1 dividing the image sides (images only; see above).
       patches: None, or the options of `preprocess.fit_random_patches` (count, size, zca,
         threshold, samples, contrast_eps, seed; missing ones take `preprocess.PATCH_DEFAULTS`).
 
@@ -167,12 +171,13 @@ def load_dataset(name: str, *, root: str | None = None, path: str | None = None,
         out-of-range indices or split, n_train / n_test larger than available.
       FileNotFoundError: missing data folder or file.
     """
-    name = _check_arguments(name, split, n_train, n_test, seed, task, images, zca, flip)
+    name = _check_arguments(name, split, n_train, n_test, seed, task, images, zca, flip, downsample)
     if patches is not None:
         patches = preprocess.check_patch_options(patches)
     source = _open(name, root, path, split, seed, task)
     where = f"{name} (split {split})"
-    for option, value in (("images", images), ("zca", zca), ("flip", flip), ("patches", patches)):
+    for option, value in (("images", images), ("zca", zca), ("flip", flip), ("patches", patches),
+                          ("downsample", downsample)):
         if value and not source.images:
             raise ValueError(f"{option}={value!r} needs image data, but {name} is tabular with shape "
                              f"{source.info['original_shape']}")
@@ -211,6 +216,11 @@ def load_dataset(name: str, *, root: str | None = None, path: str | None = None,
         info["preprocessing"].append(f"test rows: {len(test_rows)} of {n_test_available}, seeded random order")
 
     x_train, y_train, x_test, y_test = source.fetch(train_rows, test_rows)
+    if downsample is not None and downsample > 1:
+        side = x_train.shape[1:3]
+        x_train, x_test = preprocess.downsample_images(x_train, downsample), preprocess.downsample_images(x_test, downsample)
+        info["preprocessing"].append(f"images average-pooled over {downsample}x{downsample} windows "
+                                     f"({side[0]}x{side[1]} -> {x_train.shape[1]}x{x_train.shape[2]})")
     if flip == "augment":
         x_train, y_train = flips.augment_flips(x_train, y_train)
         info.update(train_rows=np.repeat(train_rows, 2), train_flipped=np.tile([False, True], len(train_rows)))

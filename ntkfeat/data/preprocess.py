@@ -232,6 +232,22 @@ def preprocess_images(x_train: np.ndarray, x_test: np.ndarray, scale: float, sta
             np.flatnonzero(constant).tolist())
 
 
+def downsample_images(x: np.ndarray, factor: int) -> np.ndarray:
+    """Average-pools NHWC images over non-overlapping `factor` x `factor` windows (float32).
+
+    A (n, H, W, C) array becomes (n, H / factor, W / factor, C); H and W must be multiples of
+    `factor`. Computed in chunks of rows, so a uint8 dataset is never held in float64 at once.
+    """
+    n, h, w, c = x.shape
+    if h % factor or w % factor:
+        raise ValueError(f"downsample={factor} needs image sides divisible by {factor}, got {h}x{w}")
+    out = np.empty((n, h // factor, w // factor, c), np.float32)
+    for start in range(0, n, _CHUNK_ROWS):
+        part = np.asarray(x[start:start + _CHUNK_ROWS], np.float64)
+        out[start:start + len(part)] = part.reshape(len(part), h // factor, factor, w // factor, factor, c).mean((2, 4))
+    return out
+
+
 # --------------------------------------------------------------------------- ZCA whitening
 # Rows per chunk of the ZCA statistics and of its application: float64 temporaries of about
 # 2048 x 3072 x 8 B = 50 MB for CIFAR-10, next to the (d, d) second-moment and whitening matrices.

@@ -389,6 +389,7 @@ _DATA_FIELDS = {
     "task": (optional(choice("regression", "classification")), None),
     "zca": (optional(number(0.0, exclusive=True)), None),  # ZCA regularization eps (images); null: none
     "flip": (optional(choice(*FLIP_MODES)), None),  # horizontal flips (images): augment | average
+    "downsample": (optional(integer(1)), None),  # average-pool images over k x k windows first
     # A random-patch input layer (images): {count, size, zca, threshold, samples, contrast_eps, seed}.
     "patches": (optional(_check_patches), None),
 }

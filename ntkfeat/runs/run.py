@@ -110,7 +110,8 @@ def _load(spec: dict, where: str, seed: int, task: str | None):
         return load_dataset(spec["name"], root=spec["root"], path=spec["path"], split=spec["split"],
                             n_train=spec["n_train"], n_test=spec["n_test"], seed=seed,
                             standardize=spec["standardize"], task=spec["task"] or task, images=spec["images"],
-                            zca=spec.get("zca"), flip=spec.get("flip"), patches=spec.get("patches"))
+                            zca=spec.get("zca"), flip=spec.get("flip"), patches=spec.get("patches"),
+                            downsample=spec.get("downsample"))
     except (FileNotFoundError, ValueError) as e:
         raise type(e)(f"{where} ({spec['label']}): {e}") from None
 
