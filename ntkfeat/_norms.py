@@ -70,6 +70,13 @@ def unit(v: jax.Array) -> tuple[jax.Array, jax.Array]:
     return u, jnp.squeeze(s, -1) * wn
 
 
+def sqrt0(s: jax.Array) -> jax.Array:
+    """sqrt(s) for s >= 0 with derivative 0 at s = 0 (not inf): a norm computed from its square
+    then has a finite gradient at a zero input, where the square's own derivative is 0."""
+    positive = s > 0
+    return jnp.where(positive, jnp.sqrt(jnp.where(positive, s, 1.0)), 0.0)
+
+
 def rescale(v: jax.Array, target: jax.Array) -> jax.Array:
     """v scaled along its last axis to norm `target` (zero vectors stay zero)."""
     n = norm(v)

@@ -120,3 +120,23 @@ def test_homogeneous_gradient_is_scale_exact(method):
         grad = np.asarray(gradient(x * np.float32(c)), np.float64)
         assert np.all(np.isfinite(grad)), c
         assert np.linalg.norm(grad - reference) <= 1e-4 * np.linalg.norm(reference), c
+
+
+@pytest.mark.parametrize("readout", ["GlobalAvgPool", "Flatten"])
+def test_conv_gradient_at_zero_image_is_the_limit(readout):
+    """The convolutional Sketch renormalizes each sketched window (and Flatten's mix) by the exact
+    patch norm, a square root of a sum of squares: at an all-zero image its gradient is 0 (K(x, x)
+    is even in x), not NaN; the other images' directional derivatives equal central differences.
+    (RandomFeatures apply the exact window map, with no norm to take.)"""
+    layers = [nf.Conv(1, (3, 3), padding="SAME", W_std=1.4), nf.Relu()] * 2
+    layers += [getattr(nf, readout)(), nf.Dense(1)]
+    init_fn, feature_fn, _ = nf.serial(*layers)
+    with jax.enable_x64(True):
+        x = jax.random.normal(jax.random.PRNGKey(1), (3, 5, 5, 2)).at[0].set(0.0)
+        params = init_fn(jax.random.PRNGKey(0), x.shape, METHODS["sketch"])
+        f = lambda z: feature_fn(params, z)  # noqa: E731
+        grad = jax.jit(jax.grad(lambda z: jnp.sum(f(z) ** 2)))(x)
+        assert np.all(np.isfinite(np.asarray(grad)))
+        assert np.all(np.asarray(grad[0]) == 0.0)
+        if readout == "GlobalAvgPool":  # one directional check: the two share the window rule
+            _check_directional(lambda z: f(jnp.concatenate([x[:1], z])), x[1:])

@@ -24,11 +24,11 @@ import numpy as np
 from jax import lax
 
 from ntkfeat import _random
-from ntkfeat._norms import rescale
+from ntkfeat._norms import rescale, sqrt0
 from ntkfeat.features.state import Branches, Features, Spec
 from ntkfeat.features.table import register
 from ntkfeat.layers.linear import (
-    Aggregate, AvgPool, Conv, Dense, Flatten, GlobalAvgPool, GlobalSumPool, Identity, LayerNorm, SumPool,
+    Aggregate, AvgPool, Conv, Dense, Dropout, Flatten, GlobalAvgPool, GlobalSumPool, Identity, LayerNorm, SumPool,
 )
 from ntkfeat.sketches.srht import fft_length, random_rotation
 
@@ -57,7 +57,8 @@ def conv_output_shape(spatial, window, strides, padding) -> tuple[int, int]:
 
 def _single_branch(spec: Spec, ctx, what: str) -> None:
     if isinstance(spec, Branches):
-        raise ValueError(f"{ctx.where}: {what} gets {len(spec)} branches; merge them first (FanInSum or FanInConcat)")
+        raise ValueError(f"{ctx.where}: {what} gets {len(spec)} branches; merge them first "
+                         "(FanInSum, FanInProd or FanInConcat)")
 
 
 def _needs_images(spec: Spec, ctx, what: str) -> None:
@@ -175,7 +176,7 @@ def _window_mix(mix: WindowMix | None, x, window, strides, padding, renormalize=
     y = random_rotation(mix.rotation, x)  # orthogonal: inner products kept exactly
     out = _signed_window_sum(y, mix.signs, window, strides, padding)
     if renormalize:
-        out = rescale(out, jnp.sqrt(_window_sum(jnp.sum(x * x, axis=-1), window, strides, padding)))
+        out = rescale(out, sqrt0(_window_sum(jnp.sum(x * x, axis=-1), window, strides, padding)))
     return out
 
 
@@ -323,7 +324,7 @@ def _flatten_features(mix: WindowMix | None, x, positions: int, renormalize=Fals
     y = random_rotation(mix.rotation, x)  # signs: (positions, N, copies)
     out = jnp.einsum("npm,pmc->nmc", y, mix.signs.astype(y.dtype)) / math.sqrt(positions * mix.signs.shape[-1])
     out = out.reshape(n, -1)
-    return rescale(out, jnp.sqrt(jnp.sum(x * x, axis=(1, 2)) / positions)) if renormalize else out
+    return rescale(out, sqrt0(jnp.sum(x * x, axis=(1, 2)) / positions)) if renormalize else out
 
 
 def flatten_apply(layer, params: MixParams, spec: Spec, f: Features, ctx) -> Features:
@@ -336,7 +337,7 @@ def flatten_apply(layer, params: MixParams, spec: Spec, f: Features, ctx) -> Fea
     return Features(nngp, ntk, diag)
 
 
-# ----------------------------------------------------------------------- Identity, LayerNorm
+# -------------------------------------------------------------- Identity, Dropout, LayerNorm
 
 
 def identity_init(layer, key, spec, ctx):
@@ -345,6 +346,16 @@ def identity_init(layer, key, spec, ctx):
 
 def identity_apply(layer, params, spec, f, ctx):
     return f
+
+
+def dropout_init(layer: Dropout, key, spec, ctx):
+    if layer.mode == "train":
+        raise ValueError(
+            f"{ctx.where}: Dropout(rate={layer.rate}, mode='train') has no feature map: neural-tangents' train-mode "
+            "kernel multiplies the kernels of an input with itself by 1 / rate and no others, a jump on the diagonal "
+            "that features of one input at a time cannot reproduce; use Dropout(rate, mode='test') for features (the "
+            "identity, the kernel at inference), or kernel_fn for the train-mode kernel")
+    return None, spec
 
 
 def layer_norm_init(layer: LayerNorm, key, spec: Spec, ctx):
@@ -405,6 +416,7 @@ register(GlobalAvgPool, None, global_avg_pool_init, global_avg_pool_apply)
 register(GlobalSumPool, None, global_sum_pool_init, global_sum_pool_apply)
 register(Flatten, None, flatten_init, flatten_apply)
 register(Identity, None, identity_init, identity_apply)
+register(Dropout, None, dropout_init, identity_apply)
 register(LayerNorm, None, layer_norm_init, layer_norm_apply)
 register(Aggregate, None, aggregate_init, aggregate_apply)
 
