@@ -8,8 +8,8 @@
 
 Layers have neural-tangents 0.6.5's names and signatures (`nf.Dense(out_dim, W_std, b_std)`,
 `nf.Conv(out_chan, filter_shape, strides, padding, W_std, b_std)`, every activation of its
-`stax`, `nf.FanOut`, `nf.parallel`, `nf.FanInSum`, ...): a neural-tangents architecture ports by
-changing the module name.
+`stax`, `nf.FanOut`, `nf.parallel`, `nf.FanInSum`, `nf.FanInProd`, `nf.Dropout`, ...): a
+neural-tangents architecture ports by changing the module name.
 """
 
 from ntkfeat import compat as _compat
@@ -32,8 +32,7 @@ __all__ = list(_layer_names) + [
 
 # neural-tangents layers with no feature map here (yet): a port that uses one gets an error naming
 # the layer and the exact-kernel route, not a bare AttributeError.
-MISSING_LAYERS = ("Dropout", "FanInProd", "Elementwise", "GlobalSelfAttention",
-                  "ConvTranspose", "ConvLocal", "Index", "ImageResize", "DotGeneral")
+MISSING_LAYERS = ("GlobalSelfAttention", "ConvTranspose", "ConvLocal", "Index", "ImageResize", "DotGeneral")
 
 
 def __getattr__(name):

@@ -37,7 +37,7 @@ from ntkfeat.layers.base import Layer
 from ntkfeat.layers.activations import Activation, HomogeneousDual
 from ntkfeat.layers.combinators import FanInConcat, FanInSum, FanOut, Parallel, Serial, check_layers
 from ntkfeat.layers.linear import (
-    Aggregate, AvgPool, Conv, Dense, Flatten, GlobalAvgPool, GlobalSumPool, Identity, LayerNorm, SumPool,
+    Aggregate, AvgPool, Conv, Dense, Dropout, Flatten, GlobalAvgPool, GlobalSumPool, Identity, LayerNorm, SumPool,
 )
 from ntkfeat.layers.methods import RandomFeatures, Sketch
 
@@ -155,7 +155,8 @@ def init_feature_map(layer, key, input_shape, method, dtype=None, x=None) -> Fea
     ctx = InitContext(method, width, dtype, where="network", top=True)
     params, out_spec = init_layer(top, key, spec, ctx)
     if isinstance(out_spec, Branches):
-        raise ValueError(f"the network ends with {len(out_spec)} branches; merge them (FanInSum or FanInConcat)")
+        raise ValueError(f"the network ends with {len(out_spec)} branches; merge them (FanInSum, FanInProd or "
+                         "FanInConcat)")
     k_ntk, k_nngp = _random.split(_random.split(key, n + 1)[-1], 2)
     output_sketch = branching.CompressParams(
         _output_sketch(k_nngp, out_spec.nngp_dim, method.dim, dtype),
@@ -224,8 +225,8 @@ def _pattern_power(layer):
             return 1.0, 1.0
         if isinstance(l, (Dense, Conv)):
             return (1.0, 0.0) if l.bias == 0 else None
-        if isinstance(l, (AvgPool, SumPool, GlobalAvgPool, GlobalSumPool, Flatten, Identity, FanOut, FanInSum,
-                          FanInConcat)):
+        if isinstance(l, (AvgPool, SumPool, GlobalAvgPool, GlobalSumPool, Flatten, Identity, Dropout, FanOut,
+                          FanInSum, FanInConcat)):
             return 1.0, 0.0
         if isinstance(l, LayerNorm):
             return (0.0, 0.0) if l.eps == 0 else None

@@ -20,6 +20,16 @@ import pytest
 import ntkfeat as nf
 from ntkfeat import compat
 
+def _erf_nngp(cov12, var1, var2):
+    """E[erf(u) erf(v)] in closed form (neural-tangents' Elementwise example)."""
+    return jnp.arcsin(2 * cov12 / jnp.sqrt((1 + 2 * var1) * (1 + 2 * var2))) * 2 / jnp.pi
+
+
+def _erf_d_nngp(cov12, var1, var2):
+    """E[erf'(u) erf'(v)] = (4 / pi) / sqrt(det(I + 2 Sigma))."""
+    return 4 / jnp.pi / jnp.sqrt((1 + 2 * var1) * (1 + 2 * var2) - 4 * cov12**2)
+
+
 # name: (required arguments, then the further positional arguments in signature order). Arguments
 # that accept only their default (batch_axis, channel_axis, parameterization, s, ...) are given it.
 POSITIONAL = {
@@ -52,7 +62,13 @@ POSITIONAL = {
     "RectifiedMonomial": ([1], []),
     "Polynomial": ([(0.2, 1.0, -0.3)], []),
     "ElementwiseNumerical": ([jnp.tanh, 12], [lambda x: 1 - jnp.tanh(x) ** 2]),
+    # fn and nngp_fn are optional in neural-tangents' signature, but its kernel needs nngp_fn and
+    # the features need fn (Elementwise() raises; tests/test_new_layers.py).
+    "Elementwise": ([jax.scipy.special.erf, _erf_nngp], [_erf_d_nngp]),
+    "Dropout": ([0.8], ["test"]),
 }
+# Layers whose defaults have a kernel but no feature map: the message init_fn raises.
+NO_FEATURES_BY_DEFAULT = {"Dropout": "mode='test'"}  # neural-tangents' default mode is 'train
 # Aggregate is left out: its kernel needs a graph, and its to_dense default is None here where
 # neural-tangents' is the identity function (the same map); tests/test_architectures.py checks it.
 IMAGE_LAYERS = {"Conv", "AvgPool", "SumPool", "GlobalAvgPool", "GlobalSumPool", "Flatten", "Identity"}
@@ -129,6 +145,10 @@ def test_defaults_kernel_fn_and_feature_shapes(name):
     np.testing.assert_allclose(_kernel(ours_flat[2], x), k_theirs, rtol=5e-4, atol=1e-5 * np.nanmax(np.abs(k_theirs)))
     out_shape, _ = theirs[0](jax.random.PRNGKey(0), x.shape)
     for method in METHODS:
+        if name in NO_FEATURES_BY_DEFAULT:
+            with pytest.raises(ValueError, match=NO_FEATURES_BY_DEFAULT[name]):
+                ours[0](jax.random.PRNGKey(0), x.shape, method)
+            continue
         params = ours[0](jax.random.PRNGKey(0), x.shape, method)
         phi = jax.eval_shape(ours[1], params, x)
         assert phi.shape[:-1] == tuple(out_shape[:-1]), (type(method).__name__, phi.shape, out_shape)
@@ -144,6 +164,22 @@ def test_pool_strides_default_to_one_as_in_neural_tangents():
         init_fn, feature_fn, _ = nf.serial(nf.Conv(4, (1, 1)), layer)
         phi = jax.eval_shape(feature_fn, init_fn(jax.random.PRNGKey(0), x.shape, METHODS[0]), x)
         assert phi.shape[1:3] == (7, 7), (name, phi.shape)
+
+
+def test_fan_in_prod_kernel_and_shapes_as_in_neural_tangents():
+    # FanInProd takes no arguments; its network against neural-tangents' network of the same calls
+    # (the same computation: float tolerance), and both feature maps' output shapes.
+    # tests/test_new_layers.py checks the features' kernels, convolutional products included.
+    x = np.random.default_rng(0).normal(size=(3, 5)).astype(np.float32)
+    ours, theirs = [module.serial(module.Dense(4, W_std=1.5, b_std=0.1), module.FanOut(2),
+                                  module.parallel(module.Dense(4), module.serial(module.Relu(), module.Dense(4))),
+                                  module.FanInProd(), module.Dense(1))
+                    for module in (nf, compat.stax())]
+    k_theirs = _kernel(theirs[2], x)
+    np.testing.assert_allclose(_kernel(ours[2], x), k_theirs, rtol=5e-4, atol=1e-5 * np.abs(k_theirs).max())
+    for method in METHODS:
+        phi = jax.eval_shape(ours[1], ours[0](jax.random.PRNGKey(0), x.shape, method), x)
+        assert phi.shape == (3, method.dim), (type(method).__name__, phi.shape)
 
 
 @pytest.mark.parametrize("name", nf.MISSING_LAYERS)

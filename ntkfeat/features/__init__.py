@@ -1,7 +1,7 @@
 """Feature rules, one per (layer type, method type), found in `table.RULES`.
 
-- `linear`: Dense, Conv, pooling, Flatten, Identity, LayerNorm, Aggregate (every method);
-- `branching`: serial, parallel, FanOut, FanInSum, FanInConcat (every method);
+- `linear`: Dense, Conv, pooling, Flatten, Identity, Dropout, LayerNorm, Aggregate (every method);
+- `branching`: serial, parallel, FanOut, FanInSum, FanInProd, FanInConcat (every method);
 - `sketch`: activations under `Sketch`; `oneshot`: the one-shot sketch of a whole FC stack (a
   polynomial fit for homogeneous stacks, `oneshot_general` the variance-dependent series otherwise);
 - `random_features`: activations under `RandomFeatures`.

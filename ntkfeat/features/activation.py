@@ -20,7 +20,8 @@ NTK_WEIGHT = 2.0
 
 def check_activation_input(spec, ctx, name: str) -> Spec:
     if isinstance(spec, Branches):
-        raise ValueError(f"{ctx.where}: {name} gets {len(spec)} branches; merge them first (FanInSum or FanInConcat)")
+        raise ValueError(f"{ctx.where}: {name} gets {len(spec)} branches; merge them first "
+                         "(FanInSum, FanInProd or FanInConcat)")
     if not spec.gaussian:
         raise ValueError(
             f"{ctx.where}: {name} needs Gaussian pre-activations: put a Dense or Conv before it (neural-tangents' "

@@ -1,4 +1,4 @@
-"""Feature rules of the combinators: serial, parallel, FanOut, FanInSum, FanInConcat.
+"""Feature rules of the combinators: serial, parallel, FanOut, FanInSum, FanInProd, FanInConcat.
 
 A FanOut copies the features into branches (a tuple of `Features`); `parallel` applies one layer
 per branch; FanInSum concatenates the branches' features (neural-tangents adds their kernels,
@@ -6,10 +6,20 @@ taking the branches to be independent), and FanInConcat concatenates them weight
 sqrt(w_i / sum w), w_i the branches' channel counts (their kernel is the weighted mean).
 Concatenated features wider than the inner width are brought back to it by one SRHT (rescaled
 to their exact norm when sketches are renormalized).
+
+FanInProd multiplies the kernels: nngp = prod_i nngp_i, ntk = sum_i ntk_i prod_{j != i} nngp_j
+(neural-tangents' rule, at every pair of positions). Its NNGP features are the tensor product
+a_1 (x) ... (x) a_B of the branches' NNGP features a_i, and its NTK features the concatenation
+over i of t_i (x) (the a_j, j != i), t_i the NTK features of branch i (none where its NTK is
+zero). Each product is built left to right one factor at a time: written out while it fits the
+inner width, a TensorSRHT of the two factors otherwise (unbiased; renormalized sketches are
+rescaled to the exact product of the factors' norms). The NTK terms share the inner width in
+proportion to their diagonal masses, the split that minimizes their summed variance.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import NamedTuple
 
@@ -21,15 +31,17 @@ from ntkfeat._pytree import pytree_dataclass
 from ntkfeat.features.state import Branches, Features, Spec
 from ntkfeat.features.table import apply_layer, init_layer, register
 from ntkfeat.layers.activations import Activation
-from ntkfeat.layers.combinators import FanInConcat, FanInSum, FanOut, Parallel, Serial
+from ntkfeat.layers.combinators import FanInConcat, FanInProd, FanInSum, FanOut, Parallel, Serial
 from ntkfeat.layers.linear import Aggregate, Conv
-from ntkfeat.sketches.srht import SRHTParams, srht, srht_init
+from ntkfeat.sketches.srht import (
+    SRHTParams, split_proportional, srht, srht_init, tensor_srht, tensor_srht_init,
+)
 
 # Concatenations may exceed the inner width by a few bias coordinates before they are sketched.
 WIDTH_SLACK = 4
 # Layers after which an activation's outputs cannot split the output dimension (they widen the
 # features again, or hold branches): then every activation keeps the full inner width.
-_WIDENING = (Conv, Serial, Parallel, FanOut, FanInSum, FanInConcat, Aggregate)
+_WIDENING = (Conv, Serial, Parallel, FanOut, FanInSum, FanInProd, FanInConcat, Aggregate)
 
 
 @pytree_dataclass(meta=("specs",))
@@ -120,7 +132,7 @@ def fan_out_apply(layer: FanOut, params, spec, f, ctx):
 # ------------------------------------------------------------------------------------- FanIns
 
 
-def _check_branches(layer, spec, ctx, same_channels: bool) -> tuple:
+def _check_branches(layer, spec, ctx, same_channels: bool, gaussian: bool) -> tuple:
     name = _name(layer)
     if not isinstance(spec, Branches):
         raise ValueError(f"{ctx.where}: {name} needs branches (after FanOut and parallel); it gets a single input")
@@ -132,9 +144,9 @@ def _check_branches(layer, spec, ctx, same_channels: bool) -> tuple:
         if any(c != channels[0] for c in channels):
             raise ValueError(f"{ctx.where}: {name} needs branches of equal widths (as neural-tangents), got "
                              f"{channels} channels; give the branches' last Dense/Conv the same width")
-        if not all(s.gaussian for s in spec):
-            raise ValueError(f"{ctx.where}: {name} needs every branch to end with Gaussian values (a Dense, Conv, "
-                             "pooling or Identity of them; neural-tangents' rule), not an activation")
+    if gaussian and not all(s.gaussian for s in spec):
+        raise ValueError(f"{ctx.where}: {name} needs every branch to end with Gaussian values (a Dense, Conv, "
+                         "pooling or Identity of them; neural-tangents' rule), not an activation")
     return spec
 
 
@@ -184,7 +196,7 @@ def _merge_apply(params: CompressParams, renormalize: bool, branches, factors) -
 
 
 def fan_in_sum_init(layer: FanInSum, key, spec, ctx):
-    specs = _check_branches(layer, spec, ctx, same_channels=True)
+    specs = _check_branches(layer, spec, ctx, same_channels=True, gaussian=True)
     params, out = _merge_init(layer, key, specs, ctx, [1.0] * len(specs))
     return params, out._replace(channels=specs[0].channels, gaussian=True)
 
@@ -200,7 +212,7 @@ def _concat_weights(specs) -> list[float]:
 
 
 def fan_in_concat_init(layer: FanInConcat, key, spec, ctx):
-    specs = _check_branches(layer, spec, ctx, same_channels=False)
+    specs = _check_branches(layer, spec, ctx, same_channels=False, gaussian=False)
     params, out = _merge_init(layer, key, specs, ctx, _concat_weights(specs))
     return params, out._replace(channels=sum(s.channels for s in specs), gaussian=False)
 
@@ -211,10 +223,103 @@ def fan_in_concat_apply(layer: FanInConcat, params: CompressParams, spec, f, ctx
     return _merge_apply(params, spec[0].renormalize, f, factors)
 
 
+# ---------------------------------------------------------------------------------- FanInProd
+
+
+class ProductChain(NamedTuple):
+    """Features of a_0 (x) a_1 (x) ... built left to right: per step k >= 1, the TensorSRHT of
+    (the product so far, a_k), or None where the step's product is written out."""
+
+    steps: tuple
+
+
+class ProductParams(NamedTuple):
+    """nngp: the product of the branches' NNGP features. ntk: per branch i, the product of the
+    other branches' NNGP features and then of its NTK features (None where its NTK is zero)."""
+
+    nngp: ProductChain
+    ntk: tuple
+
+
+def _chain_init(key, dims, widths, dtype) -> tuple[ProductChain, int]:
+    """The chain of factors of widths `dims`, step k (k >= 1) giving at most widths[k - 1]
+    features; and its output width."""
+    steps, width = [], dims[0]
+    for k, d, w in zip(_random.split(key, max(len(dims) - 1, 1)), dims[1:], widths):
+        if width * d <= w:  # the tensor product itself: exact, and no wider than a sketch of it
+            steps.append(None)
+            width *= d
+        else:
+            steps.append(tensor_srht_init(k, width, d, w, dtype))
+            width = w
+    return ProductChain(tuple(steps)), width
+
+
+def _chain_apply(chain: ProductChain, factors, renormalize: bool):
+    out = factors[0]
+    for step, v in zip(chain.steps, factors[1:]):
+        if step is None:
+            out = (out[..., :, None] * v[..., None, :]).reshape(out.shape[:-1] + (-1,))
+        else:
+            sketch = tensor_srht(step, out, v)
+            out = rescale(sketch, norm(out) * norm(v)) if renormalize else sketch
+    return out
+
+
+def _product_rho_min(specs) -> float:
+    """The least product of correlations c_i in [rho_min_i, 1]: the product is multilinear, so
+    its least value over the box is at a corner."""
+    corners = itertools.product(*[(max(s.rho_min, -1.0), 1.0) for s in specs])
+    return max(-1.0, min(math.prod(c) for c in corners))
+
+
+def fan_in_prod_init(layer: FanInProd, key, spec, ctx):
+    # neural-tangents: equal shapes (channels too); no Gaussian inputs needed, none come out.
+    specs = _check_branches(layer, spec, ctx, same_channels=True, gaussian=False)
+    n, width = len(specs), ctx.width
+    keys = _random.split(key, n + 1)
+    nngp, nngp_dim = _chain_init(keys[0], [s.nngp_dim for s in specs], [width] * (n - 1), ctx.dtype)
+    # Diagonal mass of term i, ntk_i prod_{j != i} nngp_j at standardized inputs.
+    masses = [s.ntk_scale * math.prod(o.nngp_scale for j, o in enumerate(specs) if j != i)
+              for i, s in enumerate(specs)]
+    terms = [i for i, s in enumerate(specs) if s.ntk_dim]
+    if len(terms) > width:
+        raise ValueError(f"{ctx.where}: FanInProd has {len(terms)} NTK terms, more than the inner width {width}; "
+                         f"raise the method's width (or dim) to at least {len(terms)}")
+    shares = split_proportional(width, [masses[i] for i in terms]) if terms else []
+    ntk, ntk_dim = [None] * n, 0
+    for i, share in zip(terms, shares):
+        dims = [o.nngp_dim for j, o in enumerate(specs) if j != i] + [specs[i].ntk_dim]
+        ntk[i], d = _chain_init(keys[1 + i], dims, [width] * (n - 2) + [share], ctx.dtype)
+        ntk_dim += d
+    powers = [s.power for s in specs]
+    out = specs[0]._replace(
+        nngp_dim=nngp_dim, ntk_dim=ntk_dim, diag_known=all(s.diag_known for s in specs),
+        rho_min=_product_rho_min(specs), nngp_scale=math.prod(s.nngp_scale for s in specs),
+        ntk_scale=sum(masses[i] for i in terms),
+        # One branch: the product is that branch, unchanged.
+        ntk_ends_with_nngp=n == 1 and specs[0].ntk_ends_with_nngp, gaussian=n == 1 and specs[0].gaussian,
+        power=None if any(p is None for p in powers) else float(sum(powers)),
+    )
+    return ProductParams(nngp, tuple(ntk)), out
+
+
+def fan_in_prod_apply(layer: FanInProd, params: ProductParams, spec, f, ctx):
+    renormalize = spec[0].renormalize
+    nngp = _chain_apply(params.nngp, [b.nngp for b in f], renormalize)
+    terms = [_chain_apply(chain, [b.nngp for j, b in enumerate(f) if j != i] + [f[i].ntk], renormalize)
+             for i, chain in enumerate(params.ntk) if chain is not None]
+    ntk = None if not terms else (jnp.concatenate(terms, axis=-1) if len(terms) > 1 else terms[0])
+    diags = [b.diag for b in f]
+    diag = None if any(d is None for d in diags) else math.prod(diags)
+    return Features(nngp, ntk, diag)
+
+
 register(Serial, None, serial_init, serial_apply)
 register(Parallel, None, parallel_init, parallel_apply)
 register(FanOut, None, fan_out_init, fan_out_apply)
 register(FanInSum, None, fan_in_sum_init, fan_in_sum_apply)
 register(FanInConcat, None, fan_in_concat_init, fan_in_concat_apply)
+register(FanInProd, None, fan_in_prod_init, fan_in_prod_apply)
 
-__all__ = ["ChildrenParams", "CompressParams", "WIDTH_SLACK", "final_activation"]
+__all__ = ["ChildrenParams", "CompressParams", "ProductChain", "ProductParams", "WIDTH_SLACK", "final_activation"]

@@ -42,7 +42,7 @@ class Spec(NamedTuple):
       their last nngp_dim coordinates (true after Dense and Conv, kept by pooling).
     renormalize: sketched features are rescaled to the norms they estimate (`Sketch`).
     channels: the channel count of a finite network here (neural-tangents tracks it: FanInSum
-      needs equal shapes and FanInConcat weights branches by it).
+      and FanInProd need equal shapes and FanInConcat weights branches by it).
     gaussian: the values are Gaussian in the infinite-width limit (after Dense or Conv, kept by
       linear layers; inputs and activation outputs are not): an activation needs it.
     power: the features are positively homogeneous of this degree in the input (phi(c x) =

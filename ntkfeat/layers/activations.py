@@ -484,8 +484,63 @@ class ElementwiseNumerical(Activation):
             return _stax().ElementwiseNumerical(self.fn, self.deg, self.df)
 
 
+@dataclasses.dataclass(frozen=True)
+class Elementwise(Activation):
+    """A user's own activation `fn` (a JAX function of an array, elementwise), with its dual
+    kernel `nngp_fn` for the exact kernel (neural-tangents' `Elementwise`).
+
+    The features come from `fn` alone, as for every general activation: its Mehler coefficients
+    at each input's own variance (1-d Gauss-Hermite quadrature), the derivative by `jax.grad`.
+    `Sketch` truncates the series at its `degree` (default 'auto': 8 per layer, and the one-shot
+    series of fully-connected stacks 32, or 16 or 8 where that is cheaper to sketch), keeping the
+    tail's mass on the diagonal; `RandomFeatures` evaluate fn(w.z) and fn'(w.z) themselves.
+
+    The exact kernel is neural-tangents' `stax.Elementwise(fn, nngp_fn, d_nngp_fn)`:
+    nngp_fn(cov12, var1, var2) = E[fn(u) fn(v)] over the centred Gaussian pair (u, v) with
+    those variances and covariance, d_nngp_fn the same of fn' (default: d nngp_fn / d cov12 by
+    autodiff). Features and kernel agree only where nngp_fn is fn's dual. Without nngp_fn the
+    kernel_fn raises a NotImplementedError, as neural-tangents' does (the features still work;
+    `ElementwiseNumerical(fn, deg)` computes the exact kernel by quadrature instead). fn=None (a
+    kernel-only layer in neural-tangents) raises a ValueError: the features need fn.
+    """
+
+    fn: Callable | None = None  # a field: the instance's fn is the user's function, not Activation.fn
+    nngp_fn: Callable | None = None
+    d_nngp_fn: Callable | None = None
+
+    def __post_init__(self):
+        if self.fn is None:
+            raise ValueError("Elementwise needs fn, the activation: ntkfeat builds its features from fn (a kernel-only "
+                             "layer given by nngp_fn alone has no features; its exact kernel is "
+                             "nf.stax.Elementwise(nngp_fn=...))")
+        for name in ("fn", "nngp_fn", "d_nngp_fn"):
+            value = getattr(self, name)
+            if value is not None and not callable(value):
+                raise ValueError(f"Elementwise.{name} must be a function{'' if name == 'fn' else ' or None'}, "
+                                 f"got {value!r}")
+
+    def dual(self):
+        return MehlerDual(self.fn, derivative(self.fn))
+
+    def stax(self, readout: bool = False):
+        import warnings
+
+        nngp_fn = self.nngp_fn if self.nngp_fn is not None else _missing_nngp_fn
+        with warnings.catch_warnings():  # neural-tangents warns when d_nngp_fn comes from autodiff
+            warnings.simplefilter("ignore")
+            return _stax().Elementwise(self.fn, nngp_fn, self.d_nngp_fn)
+
+
+def _missing_nngp_fn(cov12, var1, var2):
+    # neural-tangents' Elementwise without nngp_fn raises a bare NotImplementedError in kernel_fn.
+    raise NotImplementedError(
+        "Elementwise(fn) without nngp_fn has no exact kernel (neural-tangents needs nngp_fn(cov12, var1, var2) = "
+        "E[fn(u) fn(v)]): give nngp_fn, or use ElementwiseNumerical(fn, deg) for a kernel by quadrature; the "
+        "features need fn only")
+
+
 __all__ = [
-    "ABRelu", "Abs", "Activation", "Cos", "ElementwiseNumerical", "Erf", "Exp", "ExpNormalized", "Gabor", "Gaussian",
-    "Gelu", "Hermite", "derivative", "HomogeneousDual", "LeakyRelu", "MehlerDual", "Monomial", "Polynomial", "Rbf",
-    "RectifiedMonomial", "Relu", "Sigmoid_like", "Sign", "Sin",
+    "ABRelu", "Abs", "Activation", "Cos", "Elementwise", "ElementwiseNumerical", "Erf", "Exp", "ExpNormalized", "Gabor",
+    "Gaussian", "Gelu", "Hermite", "derivative", "HomogeneousDual", "LeakyRelu", "MehlerDual", "Monomial", "Polynomial",
+    "Rbf", "RectifiedMonomial", "Relu", "Sigmoid_like", "Sign", "Sin",
 ]

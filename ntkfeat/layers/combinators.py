@@ -1,4 +1,4 @@
-"""Combinators: serial, parallel, FanOut, FanInSum, FanInConcat (neural-tangents 0.6.5's names).
+"""Combinators: serial, parallel, FanOut, FanInSum, FanInProd, FanInConcat (neural-tangents 0.6.5's names).
 
     block = nf.serial(nf.FanOut(2), nf.parallel(nf.serial(nf.Relu(), nf.Conv(128, (3, 3), padding='SAME')),
                                                 nf.Identity()),
@@ -98,6 +98,20 @@ class FanInSum(Layer):
 
 
 @dataclasses.dataclass(frozen=True)
+class FanInProd(Layer):
+    """Multiplies the branches elementwise. neural-tangents multiplies their kernels (taking the
+    branches to be independent): nngp = prod_i nngp_i and ntk = sum_i ntk_i prod_{j != i} nngp_j,
+    at every pair of positions. So the NNGP features are the tensor product of the branches'
+    NNGP features and the NTK features the concatenation over i of ntk_i (x) (the others' NNGP
+    features), per position: each product written out where it fits the inner width, a
+    TensorSRHT of it otherwise (every method). The branches need equal channel counts, and the
+    product is not Gaussian (put a Dense or Conv before an activation), as in neural-tangents."""
+
+    def stax(self, readout: bool = False):
+        return _stax().FanInProd()
+
+
+@dataclasses.dataclass(frozen=True)
 class FanInConcat(Layer):
     """Concatenates the branches along the channel axis: the kernel is sum_i w_i K_i / sum_i w_i
     with w_i the branches' channel counts (equal counts: the plain mean), so the features are
@@ -137,4 +151,5 @@ def repeat(layer: Layer, n: int) -> Serial:
     return Serial((layer,) * n)
 
 
-__all__ = ["FanInConcat", "FanInSum", "FanOut", "Parallel", "Serial", "check_layers", "parallel", "repeat", "serial"]
+__all__ = ["FanInConcat", "FanInProd", "FanInSum", "FanOut", "Parallel", "Serial", "check_layers", "parallel", "repeat",
+           "serial"]

@@ -270,6 +270,35 @@ class Identity(Layer):
         return _stax().Identity()
 
 
+_DROPOUT_MODES = ("train", "test")
+
+
+@dataclasses.dataclass(frozen=True)
+class Dropout(Layer):
+    """Dropout, keeping each unit with probability `rate` (neural-tangents' meaning: rate=1 keeps
+    all of them) and scaling the kept ones by 1 / rate.
+
+    mode='test' (inference) is the identity, on the kernel and on the features. mode='train'
+    (neural-tangents' default) multiplies the NNGP and NTK of an input with itself by 1 / rate and
+    leaves those of distinct inputs unchanged: a kernel that jumps on the diagonal, which no
+    feature map of one input at a time reproduces. Its exact kernel is served (`kernel_fn`, as
+    neural-tangents computes it); `init_fn` raises a ValueError that asks for mode='test'.
+    """
+
+    rate: float
+    mode: str = "train"
+
+    def __post_init__(self):
+        _checks.choice("Dropout.mode", self.mode, _DROPOUT_MODES)
+        rate = _checks.number("Dropout.rate", self.rate, 0.0, exclusive=True)
+        if rate > 1:
+            raise ValueError(f"Dropout.rate (the keep probability) must be > 0 and <= 1, got {self.rate!r}")
+        set_field(self, "rate", rate)
+
+    def stax(self, readout: bool = False):
+        return _stax().Dropout(self.rate, self.mode)
+
+
 @dataclasses.dataclass(frozen=True)
 class LayerNorm(Layer):
     """Layer normalization over the channel axis. In the infinite-width limit it divides the
@@ -338,6 +367,6 @@ class Aggregate(Layer):
 
 
 __all__ = [
-    "Aggregate", "AvgPool", "Conv", "Dense", "Flatten", "GlobalAvgPool", "GlobalSumPool", "Identity", "LayerNorm",
-    "LocalAvgPool", "SumPool",
+    "Aggregate", "AvgPool", "Conv", "Dense", "Dropout", "Flatten", "GlobalAvgPool", "GlobalSumPool", "Identity",
+    "LayerNorm", "LocalAvgPool", "SumPool",
 ]

@@ -224,10 +224,11 @@ def check_keys(mapping, path: str, fields: dict, required=(), where: str = "", e
 # signatures and take a single value here (axes, parameterization, ...) are not shown.
 _HIDDEN_FIELDS = {"batch_axis", "channel_axis", "parameterization", "s", "dimension_numbers", "implementation",
                   "batch_axis_out"}
-_LAYER_NAMES = tuple(nf.layers.ACTIVATIONS) + tuple(nf.layers.LINEAR) + ("FanOut", "FanInSum", "FanInConcat")
+_LAYER_NAMES = tuple(nf.layers.ACTIVATIONS) + tuple(nf.layers.LINEAR) + ("FanOut", "FanInSum", "FanInProd",
+                                                                          "FanInConcat")
 _BLOCKS = ("serial", "parallel", "repeat")
 _REPEAT_FIELDS = {"times": (integer(1), None), "layers": (_as_is, None)}
-# Function-valued fields (ElementwiseNumerical.fn, .df, Aggregate.to_dense) are given by name.
+# Function-valued fields (ElementwiseNumerical.fn, .df, Elementwise.fn, Aggregate.to_dense) are given by name.
 _FUNCTION_MODULES = ("jax.nn", "jax.numpy", "jax.scipy.special")
 
 
@@ -255,7 +256,10 @@ def _resolve_function(value, path):
     raise ConfigError(f"{path}: no function {value!r} in {', '.join(_FUNCTION_MODULES)}")
 
 
-_FUNCTION_FIELDS = {("ElementwiseNumerical", "fn"), ("ElementwiseNumerical", "df"), ("Aggregate", "to_dense")}
+_FUNCTION_FIELDS = {("ElementwiseNumerical", "fn"), ("ElementwiseNumerical", "df"), ("Elementwise", "fn"),
+                    ("Aggregate", "to_dense")}
+# Functions of the kernel (cov12, var1, var2) that no library function by name stands for: Python only.
+_PYTHON_ONLY_FIELDS = {("Elementwise", "nngp_fn"), ("Elementwise", "d_nngp_fn")}
 
 
 def _layer_item(name: str, args, where: str):
@@ -294,6 +298,11 @@ def _to_python(value):
 def _build_layer(name: str, args: dict, where: str):
     kwargs = {}
     for key, value in args.items():
+        if (name, key) in _PYTHON_ONLY_FIELDS and value is not None:
+            raise ConfigError(f"{where}.{name}.{key}: a Python function of (cov12, var1, var2), which a YAML file "
+                              "cannot give; leave it out (the features need fn only; without nngp_fn the 'exact' "
+                              "method has no kernel: use ElementwiseNumerical(fn, deg) there) or build the layer in "
+                              "Python")
         if (name, key) in _FUNCTION_FIELDS and value is not None:
             value = _resolve_function(value, f"{where}.{name}.{key}")
         kwargs[key] = _to_python(value)
