@@ -4,6 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-ntkfeat
 NT_VERSION := 0.6.5
+# Test processes (pytest-xdist): one per CPU by default; the suite is mostly single-threaded XLA
+# compilation, so two cores run it in about half the time of one process. TEST_WORKERS=0: one process.
+TEST_WORKERS ?= auto
 
 .PHONY: install quickstart test wheel bench-fc bench-cntk clean
 
@@ -23,7 +26,7 @@ quickstart: $(STAMP)
 	$(BIN)/ntkfeat run configs/quickstart.yaml
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 wheel: $(STAMP)  # dist/ntkfeat-*.whl: the package, configs/ as ntkfeat/configs, the .pth hook, py.typed
 	$(BIN)/pip wheel --no-deps -w dist .
