@@ -101,7 +101,15 @@ def stratified_pairs(key: jax.Array, n1: int, n2: int, k: int) -> tuple:
 
 
 def hartley_rows(rows, n: int, dtype=jnp.float32) -> HartleyRows:
-    """Maps Hartley rows p in [0, n) to positions in rfft's output (see HartleyRows)."""
+    """Maps Hartley rows p in [0, n) to positions in rfft's output (see HartleyRows).
+
+    Concrete rows (an eager `init_fn`) are mapped with NumPy: the same integers and signs, without
+    compiling a handful of small XLA programs for every distinct number of rows of a sketch tree."""
+    if not isinstance(rows, jax.core.Tracer):
+        rows = np.asarray(rows, np.int64)
+        upper = rows > n // 2
+        index = np.where(upper, n - rows, rows).astype(np.int32)
+        return HartleyRows(jnp.asarray(index), jnp.asarray(np.where(upper, 1.0, -1.0), dtype))
     rows = jnp.asarray(rows, jnp.int32)
     upper = rows > n // 2
     index = jnp.where(upper, n - rows, rows)
