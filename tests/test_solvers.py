@@ -112,6 +112,24 @@ def test_gram_from_batches_equals_one_shot_in_float64():
         np.testing.assert_allclose(a, b, rtol=1e-13)
 
 
+@pytest.mark.parametrize("block_rows", [1, 40, 5000])
+def test_gram_from_batches_gathers_small_batches(monkeypatch, block_rows):
+    """Batches below SMALL_BATCH rows are gathered into blocks (a large batch first adds what is
+    gathered): the statistics equal the one-shot products, vector targets too."""
+    from ntkfeat.solvers import ridge
+
+    monkeypatch.setattr(ridge, "BLOCK_ROWS", block_rows)
+    monkeypatch.setattr(ridge, "GATHER_FEATURES", 24)  # gather at this test's m = 24
+    z, y = problem(1000, 24, 3, seed=2)
+    z64, y64 = z.astype(np.float64), y.astype(np.float64)
+    starts = np.cumsum([0, 16, 16, 1, 300, 16, 7, 450, 16, 16, 16, 146])
+    state = S.gram_from_batches((z[a:b], y[a:b, 0]) for a, b in zip(starts[:-1], starts[1:]))
+    assert state.n == 1000 and state.zty.shape == (24,) and state.yty.shape == ()
+    assert rel_fro(state.ztz, z64.T @ z64) < 1e-13
+    assert rel_fro(state.zty, z64.T @ y64[:, 0]) < 1e-13
+    np.testing.assert_allclose(state.yty, np.sum(y64[:, 0] ** 2), rtol=1e-13)
+
+
 def test_gram_update_is_pure():
     z, y = problem(10, 4, 2)
     state = S.gram_init(4, 2)

@@ -66,8 +66,6 @@ from ntkfeat.store import ShardStore, check_disk, fingerprint
 _REPO = pathlib.Path(__file__).resolve().parents[2]
 if not ((_REPO / ".git").exists() and (_REPO / "pyproject.toml").is_file() and (_REPO / "ntkfeat").is_dir()):
     _REPO = None
-# Rows per block read back from feature shards: float64 copies of about 256 MB.
-_SHARD_READ_BYTES = 1 << 28
 _NO_NTK_REFERENCE = ("exact", "random_fourier")  # exact has no features; random Fourier targets a Gaussian kernel
 
 
@@ -358,19 +356,14 @@ def execute_run(plan: Plan, run: Run, references: References, store=None, status
         with stages("features"):
             shards.ensure()
 
-    # Stored features are read in blocks as large as the Gram statistics use well: the feature
-    # map's batch (16 CIFAR-10 images on a CPU) made each float64 Z^T Z update write a whole m x m
-    # matrix for 16 rows, and the 45,000-row Gram at m = 4096 took over 15 minutes instead of ~1.
-    read = max(batch, _SHARD_READ_BYTES // (8 * m))
-
     def stream(rows, desc, local=False):
         if shards is not None:
-            return shards.train.stream(rows, read, n=run.n_train)
+            return shards.train.stream(rows, batch, n=run.n_train)
         return feature_batches(fm, params, x_train, rows, batch, timer, desc and f"{name} {desc}", local=local)
 
     def test_batches():
         if shards is not None:
-            return shards.test.stream(None, read, n=run.n_test)
+            return shards.test.stream(None, batch, n=run.n_test)
         return feature_batches(fm, params, x_test, None, batch, timer, f"{name} test features")
 
     if solver is not None:

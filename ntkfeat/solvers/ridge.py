@@ -119,18 +119,47 @@ def gram_update(state: GramState, z_batch, y_batch) -> GramState:
     return GramState(state.ztz + ztz, state.zty + zty, state.yty + yty, state.n + z.shape[0])
 
 
+# Every Z^T Z update writes a whole m x m float64 matrix, which costs as much as the product of
+# about 32 rows: with at least GATHER_FEATURES features (an 8 MB matrix), batches of fewer than
+# SMALL_BATCH rows (16 images: a CNN's feature batch on a CPU) are gathered into blocks of
+# BLOCK_ROWS before their update. 16-row batches at m = 4096 took 278 s per 45,000 rows one by
+# one, 26 s gathered (NOTES.md). Narrower features are added batch by batch, as they come.
+GATHER_FEATURES = 1024
+SMALL_BATCH = 64
+BLOCK_ROWS = 1024
+
+
 def gram_from_batches(batches: Iterable) -> GramState:
     """Statistics of all rows of an iterable of (z_batch (b, m), y_batch (b, k)) pairs.
 
     Sums stay on the device in float64 and come to the host once, so the cost is the n m^2
-    products; batches shorter than the largest so far are zero-padded to it (one compilation).
-    The statistics keep the first batch's target shape: vector y_batch (b,) gives zty (m,).
-    With a feature map:
+    products; with m >= `GATHER_FEATURES`, batches of fewer than `SMALL_BATCH` rows are gathered
+    into blocks of about `BLOCK_ROWS` first, and updates shorter than the largest so far are zero-padded to it (one
+    compilation). The statistics keep the first batch's target shape: vector y_batch (b,) gives
+    zty (m,). With a feature map:
 
         batches = ((f, y[s:s + len(f)]) for s, f in nf.iterate_features(params, x, batch_size=4096))
         state = gram_from_batches(batches)
     """
     sums, n, width, shape, vector = None, 0, 0, (None, None), False
+    pending, queued = [], 0
+
+    def add(z, y):
+        nonlocal sums, width
+        with x64():
+            rows = z.shape[0]
+            width = max(width, rows)
+            if rows < width:  # zero rows add nothing; one batch shape means one compilation
+                z, y = (pad_rows(jnp.asarray(a), width, zeros=True) for a in (z, y))
+            part = moments(z, y)
+            sums = part if sums is None else tuple(a + b for a, b in zip(sums, part))
+
+    def add_pending():
+        nonlocal pending, queued
+        if pending:
+            add(*(parts[0] if len(parts) == 1 else jnp.concatenate(parts) for parts in zip(*pending)))
+        pending, queued = [], 0
+
     # Each batch is pulled outside the float64 scope: a feature map behind the iterator must run
     # (and compile) in the caller's precision, not in float64.
     for i, pair in enumerate(batches):
@@ -139,17 +168,21 @@ def gram_from_batches(batches: Iterable) -> GramState:
         except (TypeError, ValueError):
             raise TypeError(f"batch {i} must be a pair (z_batch, y_batch), got {type(pair).__name__}") from None
         with x64():
-            if sums is None:
+            if n == 0:
                 vector = _is_vector(y)
             z, y = _check_batch(z, y, *shape)
-            rows = z.shape[0]
-            width = max(width, rows)
-            if rows < width:  # zero rows add nothing; one batch shape means one compilation
-                z, y = (pad_rows(jnp.asarray(a), width, zeros=True) for a in (z, y))
-            part = moments(z, y)
-            sums = part if sums is None else tuple(a + b for a, b in zip(sums, part))
-            n += rows
-            shape = (z.shape[1], y.shape[1])
+        rows = z.shape[0]
+        n += rows
+        shape = (z.shape[1], y.shape[1])
+        if rows >= SMALL_BATCH or shape[0] < GATHER_FEATURES:
+            add_pending()
+            add(z, y)
+        else:
+            pending.append((z, y))
+            queued += rows
+            if queued >= BLOCK_ROWS:
+                add_pending()
+    add_pending()
     if sums is None:
         raise ValueError("batches yielded no (z_batch, y_batch) pairs: there is nothing to fit")
     with x64():
