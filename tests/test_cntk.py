@@ -51,14 +51,16 @@ def cifar12_kernel(cifar12):
 
 
 def test_cntk_sketch_matches_neural_tangents(cifar12, cifar12_kernel):
-    # Mean error over three keys: one draw's error is heavy-tailed (on the smooth fallback
-    # images, correlations 0.98-0.99: 0.005 / 0.099 / 0.006 at dim 1024, 0.006-0.012 at 16384),
-    # so a single key does not show the fall with dim reliably; the mean of three does.
+    # Mean error over three keys at dim 1024: one draw's error there is heavy-tailed (on the smooth
+    # fallback images, correlations 0.98-0.99: 0.005 / 0.099 / 0.006), so a single key does not
+    # show the fall with dim reliably; the mean of three does. At 16384 every key is well inside
+    # the bound (0.006-0.012 on those images; 0.017 / 0.010 / 0.025 on these CIFAR-10 images,
+    # against 0.033-0.049 at 1024), so one key checks it.
     init_fn, feature_fn, _ = nf.serial(*_cntk_layers())
     errs = {}
-    for dim in (1024, 16384):
+    for dim, keys in ((1024, 3), (16384, 1)):
         e = []
-        for key in range(3):
+        for key in range(keys):
             params = init_fn(jax.random.PRNGKey(key), cifar12.shape, nf.Sketch(dim=dim, degree=2))
             phi = np.asarray(feature_fn(params, cifar12, batch_size=4), np.float64)
             assert phi.shape == (12, dim)

@@ -121,7 +121,8 @@ def test_init_is_traceable_and_vmaps_to_an_ensemble(tabular):
     keys = jax.random.split(jax.random.PRNGKey(5), 3)
     for layers in (fc_stack(nf, 2), [nf.Dense(64, W_std=1.3), nf.Erf(), nf.Dense(1)]):
         init_fn, feature_fn, _ = nf.serial(*layers)
-        for method in (nf.Sketch(dim=512), nf.Sketch(dim=512, mode="layerwise"), nf.RandomFeatures(dim=512, leverage=True)):
+        for method in (nf.Sketch(dim=512, degree=8), nf.Sketch(dim=512, mode="layerwise"),
+                       nf.RandomFeatures(dim=512, leverage=True)):
             ensemble = jax.vmap(lambda k: init_fn(k, x.shape, method))(keys)
             phis = np.asarray(jax.vmap(feature_fn, (0, None))(ensemble, x))
             assert phis.shape[0] == 3
