@@ -117,11 +117,13 @@ def test_error_falls_with_dim(rows, name):
 # as ~2e-4, round-off beyond this test's float32 tolerance (its kernel error is covered above).
 @pytest.mark.parametrize("name", [a for a in ACTIVATIONS if a != "Exp"])
 def test_jit_and_float64(rows, name, method):
+    # feature_fn always runs the map jitted (eagerly called, it calls a jitted apply on each batch),
+    # so every activation's rules are traced here; jax.jit(feature_fn) adds only the traced-input
+    # wrapper, which is the same for every activation: test_jit_of_feature_fn checks it.
     rows = rows[:16]
     init_fn, feature_fn, kernel_fn = _fc(ACTIVATIONS[name])
     params = init_fn(jax.random.PRNGKey(2), rows.shape, method)
     plain = np.asarray(feature_fn(params, rows))
-    np.testing.assert_allclose(np.asarray(jax.jit(feature_fn)(params, rows)), plain, rtol=2e-4, atol=2e-5)
     with jax.enable_x64(True):
         x64 = rows.astype(np.float64)
         params64 = init_fn(jax.random.PRNGKey(2), x64.shape, method)
@@ -130,6 +132,17 @@ def test_jit_and_float64(rows, name, method):
         assert phi.dtype == jnp.float64 and k.dtype == jnp.float64
         # float64 and float32 draw the same parameters: the features agree to float32 precision
         np.testing.assert_allclose(np.asarray(phi), plain, rtol=2e-3, atol=2e-4)
+
+
+@pytest.mark.parametrize("method", [nf.Sketch(dim=1024, degree=8), nf.Sketch(dim=1024, mode="layerwise"),
+                                    nf.RandomFeatures(dim=1024)])
+@pytest.mark.parametrize("name", ["Relu", "Erf"])
+def test_jit_of_feature_fn(rows, name, method):
+    rows = rows[:16]
+    init_fn, feature_fn, _ = _fc(ACTIVATIONS[name])
+    params = init_fn(jax.random.PRNGKey(2), rows.shape, method)
+    np.testing.assert_allclose(np.asarray(jax.jit(feature_fn)(params, rows)), np.asarray(feature_fn(params, rows)),
+                               rtol=2e-4, atol=2e-5)
 
 
 # One-shot series of stacks of Dense layers (with biases) and general activations

@@ -52,6 +52,7 @@ from ntkfeat.layers.linear import Dense, Flatten, Identity
 from ntkfeat.sketches.dot_product import (
     DotProductFeatureParams, _exact_cost, dot_product_features_init, sketch_tree_cost,
 )
+from ntkfeat.sketches.dot_product import _plan as _sketch_plan
 
 # Grid of first-layer variances, uniform in log s. Without data it spans [GRID_LOW, GRID_HIGH]
 # times the typical variance t0^2 (a biased first layer starts at b0^2, the least variance an
@@ -435,6 +436,15 @@ class SketchAccuracyWarning(UserWarning):
 # Expected error of the plan's series (ranks, tail lumps), relative to the diagonal, above which
 # init warns: the sketch adds about 0.01-0.02 at dim 4096-8192 on top of it.
 WARN_BIAS = 0.03
+# The sketch's own variance, on rows given to init: the plan's bound on one entry's relative
+# variance (`dot_product._plan`'s score) times the rows' diagonal dominance D = sqrt(sum_{i != j}
+# K_ii K_jj) / |K|_F (the Frobenius norm of K falls short of its trace where off-diagonal entries
+# are small: Rbf, Sin and Cos at large variances) bounds the expected relative Frobenius error;
+# measured errors were 0.07-1.0x of it, median 0.4, on the sweep of docs/accuracy_envelope.md.
+# Init warns where 0.4x the bound exceeds WARN_VARIANCE; the error falls as 1/sqrt(dim).
+WARN_VARIANCE = 0.05
+VARIANCE_BOUND_SHARE = 0.4
+VARIANCE_ROWS = 256  # rows of x that estimate D (a strided subset; D is extrapolated to all rows)
 
 
 @pytree_dataclass(meta=("w0", "b0", "in_dim", "log_lo", "log_step", "degree", "columns", "renormalize"))
@@ -507,7 +517,57 @@ def general_init(layers, key, input_shape, method, dtype, x=None) -> GeneralOneS
                              f"{degrees[-1]} ({error}); raise dim or lower degree")
         chosen = general_plan(tuple(layers), int(min(costs, key=costs.get)), s_data)
     _warn_accuracy(chosen, layers, s_data)
+    if x is not None:
+        _warn_variance(chosen, layers, x, z_dim, method.dim)
     return _draw(chosen, key, z_dim, first, method, dtype)
+
+
+def plan_kernel(plan: GeneralPlan, layers, x) -> np.ndarray:
+    """(n, n) the NTK of the rows of x as the plan's series gives it (host float64): sqrt(K_ii
+    K_jj) sum_m <f_m(s_i), f_m(s_j)> rho_ij^m, f_m the degree-m factors relative to the diagonal."""
+    first = next(l for l in layers if isinstance(l, Dense))
+    x = np.asarray(x, np.float64).reshape(len(x), -1)
+    z = first.W_std * x / math.sqrt(x.shape[1])
+    if first.bias > 0:
+        z = np.concatenate([z, np.full((len(z), 1), first.bias)], axis=1)
+    s = np.sum(z * z, axis=1)
+    norms = np.sqrt(s)
+    u = z / np.where(norms > 0, norms, 1.0)[:, None]
+    rho = np.clip(u @ u.T, -1.0, 1.0)
+    relative = np.zeros_like(rho)
+    for m, g in plan.factors.items():
+        f = np.stack([plan.interpolate(s, g[:, r]) for r in range(g.shape[1])], axis=1)
+        relative += (f @ f.T) * rho**m
+    root = np.exp(plan.interpolate(s, plan.log_root)) * (norms > 0)
+    return relative * np.outer(root, root)
+
+
+def _warn_variance(plan: GeneralPlan, layers, x, z_dim: int, dim: int) -> None:
+    """Warn where the sketch's variance on these rows is expected above WARN_VARIANCE (see there)."""
+    n = len(x)
+    if n < 2:
+        return
+    rows = np.asarray(x)[:: max(1, n // VARIANCE_ROWS)][:VARIANCE_ROWS]
+    k = plan_kernel(plan, layers, rows)
+    d = np.diag(k)
+    off = ~np.eye(len(d), dtype=bool)
+    mean_dd, mean_d2, mean_k2 = float(np.mean(np.outer(d, d)[off])), float(np.mean(d**2)), float(np.mean(k[off] ** 2))
+    frobenius2 = n * mean_d2 + n * (n - 1) * mean_k2
+    if frobenius2 <= 0:
+        return
+    dominance = math.sqrt(n * (n - 1) * mean_dd / frobenius2)
+    copies = {m: g.shape[1] for m, g in plan.factors.items()}
+    score = _sketch_plan([plan.weights], [dim], z_dim, copies)[2]
+    expected = VARIANCE_BOUND_SHARE * math.sqrt(score) * dominance
+    if expected <= WARN_VARIANCE:
+        return
+    acts = sorted({type(l).__name__ for l in layers if isinstance(l, Activation)})
+    needed = int(2 ** math.ceil(math.log2(dim * (expected / WARN_VARIANCE) ** 2)))
+    warnings.warn(
+        f"network (one-shot Sketch of {', '.join(acts)}, dim {dim}): the NTK of these {n} rows is dominated by its "
+        f"diagonal (sqrt(sum_(i!=j) K_ii K_jj) / |K|_F = {dominance:.2g}), so the sketch's variance gives an expected "
+        f"relative kernel error of about {expected:.2g}, beyond the usual 0.01-0.05. The error falls as 1/sqrt(dim): "
+        f"dim={needed} is expected to reach {WARN_VARIANCE}", SketchAccuracyWarning, stacklevel=4)
 
 
 def _warn_accuracy(plan: GeneralPlan, layers, s_data) -> None:
