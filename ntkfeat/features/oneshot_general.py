@@ -50,9 +50,8 @@ from ntkfeat.features.sketch import coefficients_with_tail, kappa_features, tail
 from ntkfeat.layers.activations import Activation, MehlerDual
 from ntkfeat.layers.linear import Dense, Flatten, Identity
 from ntkfeat.sketches.dot_product import (
-    DotProductFeatureParams, _exact_cost, dot_product_features_init, sketch_tree_cost,
+    DotProductFeatureParams, _exact_cost, dot_product_features_init, sketch_tree_cost, sketch_variance,
 )
-from ntkfeat.sketches.dot_product import _plan as _sketch_plan
 
 # Grid of first-layer variances, uniform in log s. Without data it spans [GRID_LOW, GRID_HIGH]
 # times the typical variance t0^2 (a biased first layer starts at b0^2, the least variance an
@@ -436,12 +435,13 @@ class SketchAccuracyWarning(UserWarning):
 # Expected error of the plan's series (ranks, tail lumps), relative to the diagonal, above which
 # init warns: the sketch adds about 0.01-0.02 at dim 4096-8192 on top of it.
 WARN_BIAS = 0.03
-# The sketch's own variance, on rows given to init: the plan's bound on one entry's relative
-# variance (`dot_product._plan`'s score) times the rows' diagonal dominance D = sqrt(sum_{i != j}
-# K_ii K_jj) / |K|_F (the Frobenius norm of K falls short of its trace where off-diagonal entries
-# are small: Rbf, Sin and Cos at large variances) bounds the expected relative Frobenius error;
-# measured errors were 0.07-1.0x of it, median 0.4, on the sweep of docs/accuracy_envelope.md.
-# Init warns where 0.4x the bound exceeds WARN_VARIANCE; the error falls as 1/sqrt(dim).
+# The sketch's own variance, on rows given to init: the plan's bound on one entry's variance
+# (`sketch_variance` of the factors, which are relative to the diagonal) times the rows' diagonal
+# dominance D = sqrt(sum_{i != j} K_ii K_jj) / |K|_F (the Frobenius norm of K falls short of its
+# trace where off-diagonal entries are small: Rbf, Sin and Cos at large variances) bounds the
+# expected relative Frobenius error; measured errors were 0.07-1.0x of it, median 0.4, on the
+# sweep of docs/accuracy_envelope.md. Init warns where 0.4x the bound exceeds WARN_VARIANCE; the
+# error falls as 1/sqrt(dim).
 WARN_VARIANCE = 0.05
 VARIANCE_BOUND_SHARE = 0.4
 VARIANCE_ROWS = 256  # rows of x that estimate D (a strided subset; D is extrapolated to all rows)
@@ -557,7 +557,7 @@ def _warn_variance(plan: GeneralPlan, layers, x, z_dim: int, dim: int) -> None:
         return
     dominance = math.sqrt(n * (n - 1) * mean_dd / frobenius2)
     copies = {m: g.shape[1] for m, g in plan.factors.items()}
-    score = _sketch_plan([plan.weights], [dim], z_dim, copies)[2]
+    score = sketch_variance(z_dim, plan.weights, dim, copies)
     expected = VARIANCE_BOUND_SHARE * math.sqrt(score) * dominance
     if expected <= WARN_VARIANCE:
         return

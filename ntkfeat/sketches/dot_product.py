@@ -55,11 +55,12 @@ def plan_dot_product_features(in_dim: int, coeffs, dim: int) -> tuple[tuple[int,
     return exact, dims[0]
 
 
-def sketch_variance(in_dim: int, coeffs, dim: int) -> float:
-    """The plan's bound on the summed variance of one kernel entry, sum_j c_j^2 v_j / m_j (v_j the
-    variance of a degree-j sketch of unit vectors per dimension, ~ levels_j + 1; 0 when every
-    degree is exact): divided by p(1)^2, a relative variance."""
-    return _plan([_check_coeffs(coeffs)], [dim], in_dim)[2]
+def sketch_variance(in_dim: int, coeffs, dim: int, exact_copies: dict | None = None) -> float:
+    """The plan's bound on the summed variance of one kernel entry of unit vectors, sum_j c_j^2
+    v_j / m_j (v_j the variance of a degree-j sketch per dimension, ~ levels_j + 1; 0 when every
+    degree is exact); divide by p(1)^2 for a relative variance. `exact_copies` as in
+    `dot_product_features_init`."""
+    return _plan([_check_coeffs(coeffs)], [dim], in_dim, exact_copies)[2]
 
 
 def sketch_tree_cost(in_dim: int, coeffs, dim: int, exact_copies: dict | None = None) -> int:

@@ -134,9 +134,9 @@ def gram_from_batches(batches: Iterable) -> GramState:
 
     Sums stay on the device in float64 and come to the host once, so the cost is the n m^2
     products; with m >= `GATHER_FEATURES`, batches of fewer than `SMALL_BATCH` rows are gathered
-    into blocks of about `BLOCK_ROWS` first, and updates shorter than the largest so far are zero-padded to it (one
-    compilation). The statistics keep the first batch's target shape: vector y_batch (b,) gives
-    zty (m,). With a feature map:
+    into blocks of about `BLOCK_ROWS` first, and updates shorter than the largest so far are
+    zero-padded to it (one compilation). The statistics keep the first batch's target shape:
+    vector y_batch (b,) gives zty (m,). With a feature map:
 
         batches = ((f, y[s:s + len(f)]) for s, f in nf.iterate_features(params, x, batch_size=4096))
         state = gram_from_batches(batches)
