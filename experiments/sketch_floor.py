@@ -10,9 +10,10 @@ kernel ridge's on the same rows for:
 - `Sketch(dim)` with its LOO lambda, and at the lambda that is best on the test rows (an oracle
   no selection rule can beat: what is left is not a lambda choice);
 - an ideal Gaussian sketch of the same plan: the exact monomial degrees kept, each sketched degree
-  j replaced by K_j^(1/2) G with G Gaussian of the plan's m_j columns (x1, x2, x4). It has the
-  variance of a perfect unbiased random projection of degree j's feature space, which
-  TensorSRHT trees only approach; if it misses a target, so does every sketch of that plan.
+  j replaced by K_j^(1/2) G with G Gaussian of the plan's m_j columns (x1, x2, x4; the mean of
+  --draws draws): an i.i.d. Gaussian projection of degree j's feature space. Where the Sketch's
+  ratios fall inside the ideal's range, the TensorSRHT tree costs nothing over a Gaussian
+  projection, and a target the ideal misses needs more dimensions, not a better-tuned sketch.
 
 The gap on sets whose kernel ridge nearly interpolates (lambda far below the mean eigenvalue) is
 the variance of the high-degree blocks: on n rows their Gram is close to a multiple of the
@@ -33,7 +34,7 @@ def _rmse(p, y) -> float:
     return float(np.sqrt(np.mean((np.asarray(p).reshape(y.shape) - y) ** 2)))
 
 
-def floor_rows(name: str, dim: int, keys, scales, max_train: int = 4000, seed: int = 0) -> list[tuple[str, float, float]]:
+def floor_rows(name: str, dim: int, keys, scales, max_train: int = 4000, repeats: int = 3, seed: int = 0) -> list[tuple[str, float, float]]:
     import jax
 
     import ntkfeat as nf
@@ -88,12 +89,18 @@ def floor_rows(name: str, dim: int, keys, scales, max_train: int = 4000, seed: i
         roots[j] = v * np.sqrt(np.clip(w, 0.0, None))
     rng = np.random.default_rng(seed)
     for scale in scales:
-        k = outer * np.polyval(low[::-1], rho)
-        for j, m in sketch_dims.items():
-            g = roots[j] @ rng.standard_normal((len(rho), m * scale)) / math.sqrt(m * scale)
-            k += g @ g.T
-        r, lam = kernel_ridge(k)
-        rows.append((f"ideal Gaussian sketch of the plan, x{scale} dims", r / exact, lam))
+        draws = []
+        for _ in range(repeats):
+            k = outer * np.polyval(low[::-1], rho)
+            for j, m in sketch_dims.items():
+                g = roots[j] @ rng.standard_normal((len(rho), m * scale)) / math.sqrt(m * scale)
+                k += g @ g.T
+            draws.append(kernel_ridge(k))
+        ratios = [r / exact for r, _ in draws]
+        label = f"ideal Gaussian sketch of the plan, x{scale} dims"
+        if repeats > 1:
+            label += f", mean of {repeats} draws ({min(ratios):.3f}-{max(ratios):.3f})"
+        rows.append((label, float(np.mean(ratios)), float(np.median([lam for _, lam in draws]))))
     plan = f"exact degrees {list(exact_degrees)}, sketched {dict(sketch_dims)}"
     print(f"\n{name}: {n} training / {len(xt)} test rows; exact RMSE {exact:.4f}; plan at dim {dim}: {plan}")
     return rows
@@ -106,12 +113,13 @@ def main(argv=None) -> int:
     ap.add_argument("--keys", default="0,1")
     ap.add_argument("--scales", default="1,2,4", help="ideal sketches with these multiples of the plan's dims")
     ap.add_argument("--max-train", type=int, default=4000, help="training rows of the larger sets")
+    ap.add_argument("--draws", type=int, default=3, help="ideal sketches drawn per multiple (their mean ratio, range)")
     args = ap.parse_args(argv)
     keys = [int(k) for k in args.keys.split(",")]
     scales = [int(s) for s in args.scales.split(",")]
     for name in args.datasets.split(","):
-        rows = floor_rows(name, args.dim, keys, scales, args.max_train)
-        print("| features | test RMSE / exact's | lambda |\n| --- | --- | --- |")
+        rows = floor_rows(name, args.dim, keys, scales, args.max_train, args.draws)
+        print("| features | test RMSE / exact's | lambda (median over draws) |\n| --- | --- | --- |")
         for label, ratio, lam in rows:
             print(f"| {label} | {ratio:.4f} | {lam:.3g} |", flush=True)
     return 0

@@ -39,7 +39,7 @@ def test_profile_layers_times_every_layer(capsys):
 def test_sketch_floor_rows():
     from experiments import sketch_floor
 
-    rows = sketch_floor.floor_rows("diabetes", 256, keys=[0], scales=[1], max_train=200)
+    rows = sketch_floor.floor_rows("diabetes", 256, keys=[0], scales=[1], max_train=200, repeats=2)
     labels = [label for label, _, _ in rows]
     assert labels[0] == "exact kernel ridge" and rows[0][1] == 1.0
     assert any("ideal Gaussian sketch" in label for label in labels)
