@@ -207,6 +207,27 @@ def test_finished_resume_recomputes_nothing_and_no_keep_deletes_shards(tmp_path,
     assert stable(results(out)["records"]) == stable(reference["records"])
 
 
+def test_auto_shards_are_shared_by_every_run_of_one_feature_map(tmp_path, monkeypatch):
+    # An accuracy-against-rows series: the full run's features reach the 'auto' threshold, its
+    # subset's alone would not; the subset must read the full run's shards, not recompute its rows.
+    full, subset = (300 + 60) * 256 * 4, (100 + 60) * 256 * 4
+    monkeypatch.setattr(runner, "SHARDS_AUTO_BYTES", (full + subset) // 2)
+    config = small_config(tmp_path, rows_per_shard=50)
+    raw = yaml.safe_load(config.read_text())
+    raw["store"]["shards"] = "auto"
+    raw["evaluation"]["kernel_error_rows"] = 0
+    raw["methods"] = [{"method": "ntk_sketch", "dims": [256], "degree": 4},
+                      {"method": "ntk_sketch", "label": "first 100", "n_train": 100, "dims": [256], "degree": 4},
+                      {"method": "ntk_random_features", "dims": [128]}]  # its own map, below the threshold
+    config.write_text(yaml.safe_dump(raw, sort_keys=False))
+    out = tmp_path / "out"
+    assert main([str(config), "--out", str(out), "--quiet"]) == 0
+    by_label = {r["label"]: r for r in results(out)["records"]}
+    assert by_label["first 100"]["shards"]["computed"] == 0 and by_label["first 100"]["shards"]["loaded"] > 0
+    assert by_label["first 100"]["shards"]["folder"] == by_label["ntk_sketch"]["shards"]["folder"]
+    assert by_label["ntk_random_features"].get("shards") is None
+
+
 # --------------------------------------------------------------------------- runs say how they ended
 
 

@@ -351,7 +351,7 @@ def execute_run(plan: Plan, run: Run, references: References, store=None, status
     name = f"{spec['label']} {run.dim}"
     stages = status.stages(f"{data.label} {name} #{run.repeat}")
     shards = None
-    if store is not None and _uses_shards(config, run, m):
+    if store is not None and _uses_shards(plan, run, m):
         shards = _Shards(store, plan, run, fm, params, batch, timer, stages, key_seed)
         with stages("features"):
             shards.ensure()
@@ -500,10 +500,6 @@ class _Stages:
         self.status.report(self.where, stage, done, total, seconds, final=done >= total)
 
 
-def _shard_bytes(config: dict, run: Run, m: int, n_test: int | None) -> int:
-    return (run.n_train + (n_test or 0)) * m * 4
-
-
 def _planned_shard_bytes(plan: Plan, finished: dict) -> int:
     """An upper estimate of the shard bytes of the runs still to do: per feature map (method entry
     less labels and row counts, dim, repeat), its most training rows plus its most test rows, at
@@ -515,10 +511,9 @@ def _planned_shard_bytes(plan: Plan, finished: dict) -> int:
             continue
         if _run_id(plan.data[run.data].label, spec["label"], run.dim, run.repeat) in finished:
             continue
-        if not _uses_shards(config, run, run.dim):
+        if not _uses_shards(plan, run, run.dim):
             continue
-        key = (run.data, repr({k: v for k, v in spec.items() if k not in ("label", "n_train", "n_test", "repeats")}),
-               run.dim, run.repeat)
+        key = _feature_map_id(plan, run)
         rows = shard_rows(config, run.dim)
         whole = lambda n: -(-(n or 0) // rows) * rows  # noqa: E731
         train, test = sizes.get(key, (0, 0))
@@ -530,10 +525,23 @@ def _bytes_in(root: pathlib.Path) -> int:
     return sum(p.stat().st_size for p in root.rglob("*.npz")) if root.exists() else 0
 
 
-def _uses_shards(config: dict, run: Run, m: int) -> bool:
-    option = config["store"]["shards"]
+def _feature_map_id(plan: Plan, run: Run) -> tuple:
+    """What makes two runs' features the same rows of one map: data, method entry (less labels and
+    row counts), dim and repeat; such runs share one set of shards."""
+    spec = plan.config["methods"][run.method]
+    return (run.data, repr({k: v for k, v in spec.items() if k not in ("label", "n_train", "n_test", "repeats")}),
+            run.dim, run.repeat)
+
+
+def _uses_shards(plan: Plan, run: Run, m: int) -> bool:
+    """store.shards; under 'auto', shards when the largest run of this feature map (most training
+    plus test rows) reaches SHARDS_AUTO_BYTES, so that every run of one map (an accuracy-against-rows
+    series) reads the same shards rather than small runs recomputing their rows."""
+    option = plan.config["store"]["shards"]
     if option == "auto":
-        return _shard_bytes(config, run, m, run.n_test) >= SHARDS_AUTO_BYTES
+        same = _feature_map_id(plan, run)
+        rows = max(r.n_train + (r.n_test or 0) for r in plan.runs if r.dim is not None and _feature_map_id(plan, r) == same)
+        return rows * m * 4 >= SHARDS_AUTO_BYTES
     return bool(option)
 
 
