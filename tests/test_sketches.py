@@ -24,6 +24,13 @@ def _keys(n, seed=0):
     return [jax.random.PRNGKey(seed * 100_003 + i) for i in range(n)]
 
 
+def _draws(estimate, n, seed=0):
+    """estimate(key) (a scalar, or a dict of them) for the n keys `_keys(n, seed)`, drawn by one
+    compiled vmap over the keys: the same draws as a loop of eager calls, to float rounding."""
+    out = jax.jit(jax.vmap(estimate))(jnp.stack(_keys(n, seed)))
+    return jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), out)
+
+
 def _check_mean(estimates, exact, sigmas=5.0):
     estimates = np.asarray(estimates, np.float64)
     se = estimates.std(ddof=1) / np.sqrt(len(estimates))
@@ -35,10 +42,7 @@ def test_srht_unbiased_and_variance_falls_like_one_over_m():
     exact = float(x @ y)
     variances = {}
     for k in (8, 32):
-        est = []
-        for key in _keys(400, k):
-            p = sk.srht_init(key, 512, k)
-            est.append(float(sk.srht(p, x) @ sk.srht(p, y)))
+        est = _draws(lambda key: sk.srht(p := sk.srht_init(key, 512, k), x) @ sk.srht(p, y), 400, k)
         _check_mean(est, exact)
         variances[k] = np.var(est)
     # variance ~ 1/k (finite-population correction is 1 - 32/512 here); 400 draws estimate a
@@ -51,10 +55,8 @@ def test_tensor_srht_unbiased_and_variance_falls():
     exact = float((x1 @ y1) * (x2 @ y2))
     variances = {}
     for k in (16, 64):
-        est = []
-        for key in _keys(400, k):
-            p = sk.tensor_srht_init(key, 64, 48, k)
-            est.append(float(sk.tensor_srht(p, x1, x2) @ sk.tensor_srht(p, y1, y2)))
+        est = _draws(lambda key: sk.tensor_srht(p := sk.tensor_srht_init(key, 64, 48, k), x1, x2)
+                     @ sk.tensor_srht(p, y1, y2), 400, k)
         _check_mean(est, exact)
         variances[k] = np.var(est)
     assert 2.8 < variances[16] / variances[64] < 5.5
@@ -84,12 +86,14 @@ def test_srht_accepts_any_length_and_batches():
 @pytest.mark.parametrize("degree", [1, 2, 3, 5, 6])
 def test_poly_sketch_every_degree_unbiased(degree):
     x, y = _unit(6), _unit(6)
-    est = {j: [] for j in range(1, degree + 1)}
-    for key in _keys(300, degree):
+
+    def estimate(key):
         p = sk.poly_sketch_init(key, 6, degree, 16)
         sx, sy = sk.poly_sketch(p, x), sk.poly_sketch(p, y)
-        for j in est:
-            est[j].append(float(sx[j] @ sy[j]))
+        return {j: sx[j] @ sy[j] for j in range(1, degree + 1)}
+
+    est = _draws(estimate, 300, degree)
+    assert sorted(est) == list(range(1, degree + 1))
     for j, values in est.items():
         _check_mean(values, float(x @ y) ** j)
 
@@ -106,10 +110,8 @@ def test_poly_sketch_shares_one_tree():
 
 def test_tensor_sketch_unbiased():
     x, y = _unit(20), _unit(20)
-    est = []
-    for key in _keys(400):
-        p = sk.tensor_sketch_init(key, 20, 3, 32)
-        est.append(float(sk.tensor_sketch(p, x) @ sk.tensor_sketch(p, y)))
+    est = _draws(lambda key: sk.tensor_sketch(p := sk.tensor_sketch_init(key, 20, 3, 32), x) @ sk.tensor_sketch(p, y),
+                 400)
     _check_mean(est, float(x @ y) ** 3)
 
 
@@ -134,11 +136,9 @@ def test_dot_product_features_unbiased_and_exact_when_cheap():
     # d = 64: high degrees are sketched; unbiased over keys.
     x, y = _unit(64), _unit(64)
     exact = float(np.polyval(coeffs[::-1], x @ y))
-    est = []
-    for key in _keys(200):
-        p = sk.dot_product_features_init(key, 64, coeffs, 256)
-        est.append(float(sk.dot_product_features(p, x) @ sk.dot_product_features(p, y)))
-    assert p.sketch_dims != ()
+    est = _draws(lambda key: sk.dot_product_features(p := sk.dot_product_features_init(key, 64, coeffs, 256), x)
+                 @ sk.dot_product_features(p, y), 200)
+    assert sk.dot_product_features_init(jax.random.PRNGKey(0), 64, coeffs, 256).sketch_dims != ()
     _check_mean(est, exact)
 
 
@@ -163,11 +163,13 @@ def test_renormalized_dot_product_features():
     y = 0.95 * x + np.sqrt(1 - 0.95**2) * z / np.linalg.norm(z)
     exact = float(np.polyval(coeffs[::-1], x @ y))
     x, y = x.astype(np.float32), y.astype(np.float32)
-    est = {False: [], True: []}
-    for key in _keys(100):
+
+    def estimate(key):
         p = sk.dot_product_features_init(key, 64, coeffs, 256)
-        for r in est:
-            est[r].append(float(sk.dot_product_features(p, x, renormalize=r) @ sk.dot_product_features(p, y, renormalize=r)))
+        return {r: sk.dot_product_features(p, x, renormalize=r) @ sk.dot_product_features(p, y, renormalize=r)
+                for r in (False, True)}
+
+    est = _draws(estimate, 100)
     rmse = {r: np.sqrt(np.mean((np.asarray(e) - exact) ** 2)) for r, e in est.items()}
     assert rmse[True] < 0.5 * rmse[False], rmse
     assert abs(np.mean(est[True]) - exact) < 0.01 * exact
@@ -212,8 +214,8 @@ def test_offset_product_unbiased_with_blocks_and_borrowing(blocks):
     x, xp, y, yp = _unit(48), _unit(48), _unit(16), _unit(16)
     c = 0.6
     exact = _product_exact(x, xp, y, yp, c)
-    est = []
-    for key in _keys(300, len(blocks)):
+
+    def estimate(key):
         k_t, k_p = jax.random.split(key)
         transform = sk.srht_init(k_t, blocks[-1], 8)
         borrowed = (None,) * (len(blocks) - 1) + (transform,)
@@ -226,8 +228,9 @@ def test_offset_product_unbiased_with_blocks_and_borrowing(blocks):
             src = (None,) * (len(blocks) - 1) + ((transform, last / norm, norm),)
             return sk.offset_product(p, parts, jnp.asarray(w), src)
 
-        est.append(float(feats(x, y) @ feats(xp, yp)))
-    _check_mean(est, exact)
+        return feats(x, y) @ feats(xp, yp)
+
+    _check_mean(_draws(estimate, 300, len(blocks)), exact)
 
 
 @pytest.mark.parametrize("n", [8, 9, 30])
@@ -251,8 +254,8 @@ def test_offset_product_unbiased_with_a_borrowed_spectrum(blocks):
     c = 0.6
     exact = _product_exact(x, xp, y, yp, c)
     n = 50  # >= the block's width; not a power of two
-    est = []
-    for key in _keys(300, 7 + len(blocks)):
+
+    def estimate(key):
         k_s, k_p = jax.random.split(key)
         signs = jax.random.rademacher(k_s, (blocks[-1],), jnp.float32)
         borrowed = (None,) * (len(blocks) - 1) + (n,)
@@ -264,8 +267,9 @@ def test_offset_product_unbiased_with_a_borrowed_spectrum(blocks):
             src = (None,) * (len(blocks) - 1) + (Spectrum(jnp.fft.rfft(last * signs, n=n), last),)
             return sk.offset_product(p, parts, jnp.asarray(w), src)
 
-        est.append(float(feats(x, y) @ feats(xp, yp)))
-    _check_mean(est, exact)
+        return feats(x, y) @ feats(xp, yp)
+
+    _check_mean(_draws(estimate, 300, 7 + len(blocks)), exact)
 
 
 def test_monomial_products_match_their_definition():
@@ -295,8 +299,8 @@ def test_fold_sketch_unbiased_with_the_variance_of_its_bucket_pairs():
     x[:5] *= 8.0  # heavy leading coordinates, as random features have (constant, linear block)
     y[:5] *= 8.0
     exact = float(x @ y)
-    est = np.array([float(sk.fold_sketch(s, x) @ sk.fold_sketch(s, y))
-                    for s in (sk.fold_sketch_init(k, d, m, head=0, tail=0) for k in _keys(600, 7))])
+    est = _draws(lambda key: sk.fold_sketch(s := sk.fold_sketch_init(key, d, m, head=0, tail=0), x) @ sk.fold_sketch(s, y),
+                 600, 7)
     _check_mean(est, exact)
     bucket = np.arange(d) % m
     same = (bucket[:, None] == bucket[None, :]) & ~np.eye(d, dtype=bool)
@@ -322,8 +326,8 @@ def test_fold_sketch_keeps_head_and_tail_and_stays_unbiased():
     # The default keeps at most a quarter of the output exact.
     small = sk.fold_sketch_init(jax.random.PRNGKey(0), d, 8)
     assert small.head + small.tail == 2 and small.out_dim == 8
-    est = [float(sk.fold_sketch(p, x) @ sk.fold_sketch(p, y))
-           for p in (sk.fold_sketch_init(k, d, m, head=4, tail=1) for k in _keys(400, 8))]
+    est = _draws(lambda key: sk.fold_sketch(p := sk.fold_sketch_init(key, d, m, head=4, tail=1), x) @ sk.fold_sketch(p, y),
+                 400, 8)
     _check_mean(est, float(x @ y))
 
 
