@@ -111,11 +111,19 @@ def test_error_falls_with_dim(rows, name):
 
 
 # The Sketch at degree 8 rather than its automatic degree (32 at dim 1024): the same one-shot rules
-# on a tree of 12 sketch nodes instead of 80, compiled in half the time.
-@pytest.mark.parametrize("method", [nf.Sketch(dim=1024, degree=8), nf.RandomFeatures(dim=1024)])
+# on a tree of 12 sketch nodes instead of 80, compiled in half the time. Every activation under
+# the Sketch, whose series and rules are per activation; RandomFeatures sample the activation's
+# own function on every kind (test_gradients runs each activation's in float64), so one of each
+# kind stands for the rest here: homogeneous (Relu, Sign: no derivative), Mehler series (Erf,
+# Gabor) and numerical (ElementwiseNumerical).
 # Exp is left out: its layerwise Mehler series in float32 gives some features of ~1e-8 (float64)
 # as ~2e-4, round-off beyond this test's float32 tolerance (its kernel error is covered above).
-@pytest.mark.parametrize("name", [a for a in ACTIVATIONS if a != "Exp"])
+RF_KINDS = ("Relu", "Sign", "Erf", "Gabor", "ElementwiseNumerical")
+
+
+@pytest.mark.parametrize("name,method", [pytest.param(a, nf.Sketch(dim=1024, degree=8), id=f"{a}-sketch")
+                                         for a in ACTIVATIONS if a != "Exp"]
+                         + [pytest.param(a, nf.RandomFeatures(dim=1024), id=f"{a}-rf") for a in RF_KINDS])
 def test_jit_and_float64(rows, name, method):
     # feature_fn always runs the map jitted (eagerly called, it calls a jitted apply on each batch),
     # so every activation's rules are traced here; jax.jit(feature_fn) adds only the traced-input

@@ -117,18 +117,23 @@ def test_init_is_traceable_and_vmaps_to_an_ensemble(tabular):
     # Parameter draws are jax.random functions of the key at static shapes: jax.vmap(init_fn) over
     # keys gives an ensemble, jax.jit(init_fn) works, and both equal separate eager calls (the
     # eager path shapes the same random bits on the host: float formulas agree to an ulp or two).
+    # Every method on a ReLU and an Erf stack (their activation rules differ: homogeneous vs Mehler
+    # series); jax.jit(init_fn) traces the same init as vmap, so it is checked once per method.
     x = tabular[:20]
     keys = jax.random.split(jax.random.PRNGKey(5), 3)
-    for layers in (fc_stack(nf, 2), [nf.Dense(64, W_std=1.3), nf.Erf(), nf.Dense(1)]):
+    relu, erf = fc_stack(nf, 2), [nf.Dense(64, W_std=1.3), nf.Erf(), nf.Dense(1)]
+    cases = [(relu, nf.Sketch(dim=512, degree=8), True), (erf, nf.Sketch(dim=512, degree=8), False),
+             (relu, nf.Sketch(dim=512, mode="layerwise"), True), (erf, nf.Sketch(dim=512, mode="layerwise"), False),
+             (relu, nf.RandomFeatures(dim=512, leverage=True), False), (erf, nf.RandomFeatures(dim=512, leverage=True), True)]
+    for layers, method, check_jit in cases:
         init_fn, feature_fn, _ = nf.serial(*layers)
-        for method in (nf.Sketch(dim=512, degree=8), nf.Sketch(dim=512, mode="layerwise"),
-                       nf.RandomFeatures(dim=512, leverage=True)):
-            ensemble = jax.vmap(lambda k: init_fn(k, x.shape, method))(keys)
-            phis = np.asarray(jax.vmap(feature_fn, (0, None))(ensemble, x))
-            assert phis.shape[0] == 3
-            # One member against an eager call, another against a jitted one (each path once).
-            np.testing.assert_allclose(phis[1], np.asarray(feature_fn(init_fn(keys[1], x.shape, method), x)),
-                                       rtol=1e-4, atol=1e-5)
+        ensemble = jax.vmap(lambda k: init_fn(k, x.shape, method))(keys)
+        phis = np.asarray(jax.vmap(feature_fn, (0, None))(ensemble, x))
+        assert phis.shape[0] == 3
+        # One member against an eager call, another against a jitted one.
+        np.testing.assert_allclose(phis[1], np.asarray(feature_fn(init_fn(keys[1], x.shape, method), x)),
+                                   rtol=1e-4, atol=1e-5)
+        if check_jit:
             jitted = jax.jit(init_fn, static_argnums=(1, 2))(keys[0], x.shape, method)
             np.testing.assert_allclose(np.asarray(feature_fn(jitted, x)), phis[0], rtol=1e-4, atol=1e-5)
-            assert not np.allclose(phis[0], phis[1])
+        assert not np.allclose(phis[0], phis[1])
