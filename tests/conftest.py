@@ -1,6 +1,45 @@
+import os
+import pathlib
+import shutil
+import sys
+import tempfile
+import time
+
 import numpy as np
 import pytest
 from sklearn.datasets import load_diabetes
+
+
+def _share_compiled_programs():
+    """One on-disk JAX compilation cache per test run, shared by the xdist workers, the modules
+    (each starts with empty in-memory caches, below) and the processes the tests start (notebook
+    kernels, multi-process runs), which inherit the environment: the same program compiles once
+    per run, not once per module and process. Caches of earlier runs older than a day are removed.
+    A JAX_COMPILATION_CACHE_DIR set by the user is left alone."""
+    if "JAX_COMPILATION_CACHE_DIR" in os.environ:
+        return
+    root = pathlib.Path(tempfile.gettempdir()) / "ntkfeat-tests-jax-cache"
+    if root.is_dir():
+        for old in root.iterdir():
+            try:
+                if time.time() - old.stat().st_mtime > 86400:
+                    shutil.rmtree(old, ignore_errors=True)
+            except OSError:
+                pass
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"pid{os.getpid()}"
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = str(root / run)
+    # JAX's default skips programs that compile in under a second: most of the suite's are far shorter,
+    # and reading one back costs less than compiling it
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    if "jax" in sys.modules:  # imported before this file by a plugin: its config has read the environment
+        import jax
+
+        jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+        jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                          float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
+
+
+_share_compiled_programs()
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -330,11 +330,14 @@ def test_combinators_against_neural_tangents(images, name):
     arch, sketch_tol, rf_tol = ARCHITECTURES[name]
     init_fn, feature_fn, kernel_fn = arch
     k = _kernel(kernel_fn, images)
+    # feature_fn runs each batch jitted, so both methods' rules are traced here; jax.jit(feature_fn)
+    # adds the traced-input wrapper of image maps, checked once per architecture.
     for method, tol in ((nf.Sketch(dim=4096), sketch_tol), (nf.RandomFeatures(dim=4096), rf_tol)):
         params = init_fn(jax.random.PRNGKey(0), images.shape, method)
         phi = np.asarray(feature_fn(params, images), np.float64)
         assert rel_fro(phi @ phi.T, k) < tol, (name, type(method).__name__, rel_fro(phi @ phi.T, k))
-        np.testing.assert_allclose(np.asarray(jax.jit(feature_fn)(params, images)), phi, rtol=1e-3, atol=1e-4)
+        if isinstance(method, nf.Sketch):
+            np.testing.assert_allclose(np.asarray(jax.jit(feature_fn)(params, images)), phi, rtol=1e-3, atol=1e-4)
 
 
 def _graphs(n=3, nodes=12, channels=5, seed=0):
