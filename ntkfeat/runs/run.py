@@ -525,12 +525,15 @@ def _bytes_in(root: pathlib.Path) -> int:
     return sum(p.stat().st_size for p in root.rglob("*.npz")) if root.exists() else 0
 
 
+def _feature_spec(spec: dict) -> dict:
+    """A method entry less what does not change its features: label, row counts, repeats, batch size."""
+    return {k: v for k, v in spec.items() if k not in ("label", "n_train", "n_test", "repeats", "batch_size")}
+
+
 def _feature_map_id(plan: Plan, run: Run) -> tuple:
-    """What makes two runs' features the same rows of one map: data, method entry (less labels and
-    row counts), dim and repeat; such runs share one set of shards."""
-    spec = plan.config["methods"][run.method]
-    return (run.data, repr({k: v for k, v in spec.items() if k not in ("label", "n_train", "n_test", "repeats")}),
-            run.dim, run.repeat)
+    """What makes two runs' features the same rows of one map (and one set of shards): data,
+    `_feature_spec` of the method entry, dim and repeat."""
+    return (run.data, repr(_feature_spec(plan.config["methods"][run.method])), run.dim, run.repeat)
 
 
 def _uses_shards(plan: Plan, run: Run, m: int) -> bool:
@@ -558,8 +561,7 @@ class _Shards:
 
     def __init__(self, store_root, plan: Plan, run: Run, fm, params, batch: int, timer: Timer, stages, key_seed):
         config, ds = plan.config, plan.data[run.data].ds
-        spec = {k: v for k, v in config["methods"][run.method].items()
-                if k not in ("label", "n_train", "n_test", "repeats", "batch_size")}
+        spec = _feature_spec(config["methods"][run.method])
         m = fm.out_dim(params)
         key = fingerprint("features", spec, run.dim, key_seed, config["architecture"], ds.info.get("flip"), params)
         store = ShardStore(store_root / key[:16], shard_rows(config, m))
