@@ -86,6 +86,56 @@ def test_time_plot_labels_points_with_dims_and_shows_spread(tmp_path):
     assert fig.axes[0].get_title() == "diabetes"  # one key: no spread to show
 
 
+def row_records(run=None):
+    """Exact ridge and a sketch at two dims over three training-set sizes (labels `name@n`, the
+    largest without a suffix), two keys for the sketch; accuracy = known function of (n, dim, key)."""
+    out = []
+    for n in (500, 1000, 2000):
+        suffix = "" if n == 2000 else f"@{n}"
+        out.append(dict(dataset="cifar", method="exact", label=f"exact{suffix}", dim=None, repeat=0, n_train=n,
+                        test_accuracy=0.3 + n / 10000))
+        for dim in (1024, 4096):
+            for rep in range(2):
+                out.append(dict(dataset="cifar", method="ntk_sketch", label=f"sketch{suffix}", dim=dim, repeat=rep,
+                                n_train=n, test_accuracy=0.29 + n / 10000 + dim / 1e6 + rep / 100))
+    return out if run is None else [dict(r, run=run) for r in out]
+
+
+def test_rows_plot_draws_one_line_per_series_and_dim_over_training_sizes(tmp_path):
+    series = report._row_series(row_records(), "cifar", "test_accuracy")
+    assert sorted(series, key=str) == sorted([(None, "exact", "exact", None), (None, "ntk_sketch", "sketch", 1024),
+                                              (None, "ntk_sketch", "sketch", 4096)], key=str)
+    points = series[(None, "ntk_sketch", "sketch", 4096)]
+    assert [p.x for p in points] == [500, 1000, 2000] and points[0].repeats == 2
+    assert (points[0].y, points[0].y_lo, points[0].y_hi) == pytest.approx((0.349096, 0.344096, 0.354096))
+    fig = report.plot_metric_vs_rows(row_records(), ["cifar"], {"cifar": "classification"}, tmp_path / "r.png")
+    assert (tmp_path / "r.png").read_bytes()[:8] == PNG
+    ax = fig.axes[0]
+    lines = {c.get_label(): c.lines[0] for c in ax.containers}  # errorbar: (data line, caps, bars)
+    assert set(lines) == {"exact", "sketch, dim 1024", "sketch, dim 4096"}
+    assert lines["exact"].get_color() == "k"
+    assert lines["sketch, dim 1024"].get_color() != lines["sketch, dim 4096"].get_color()
+    assert list(lines["exact"].get_xdata()) == [500, 1000, 2000]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["500", "1000", "2000"]
+    assert ax.get_xlabel() == "training rows" and ax.get_ylabel() == "test accuracy"
+    assert "bars: min-max" in ax.get_title()
+    two = report.plot_metric_vs_rows(row_records("a") + row_records("b"), ["cifar"], {"cifar": "classification"},
+                                     tmp_path / "r2.png")
+    by = {c.get_label(): c.lines[0] for c in two.axes[0].containers}
+    assert by["a: sketch, dim 1024"].get_color() == by["b: sketch, dim 1024"].get_color()
+    assert by["a: sketch, dim 1024"].get_linestyle() != by["b: sketch, dim 1024"].get_linestyle()
+
+
+def test_rows_plot_only_where_a_series_has_several_training_sizes(tmp_path):
+    one_size = [r for r in row_records() if r["n_train"] == 2000]
+    assert report.plot_metric_vs_rows(one_size, ["cifar"], {"cifar": "classification"}, tmp_path / "r.png") is None
+    assert not (tmp_path / "r.png").exists()
+    assert report.plot_run(one_size, ["cifar"], {"cifar": "classification"}, tmp_path) == [
+        tmp_path / name for name in report.PLOT_FILES]
+    paths = report.plot_run(row_records(), ["cifar"], {"cifar": "classification"}, tmp_path)
+    assert paths[-1] == tmp_path / report.ROWS_PLOT and paths[-1].read_bytes()[:8] == PNG
+
+
 def test_paired_deltas_between_runs(tmp_path):
     a, b = records("run-a"), records("run-b", shift=1.5)
     b = [r for r in b if not (r["label"] == "ntk_sketch" and r["dim"] == 1024 and r["repeat"] == 2)]

@@ -10,7 +10,7 @@ written to DIR (default `runs/compare-<YYYYmmdd-HHMMSS>/`; an existing --out mus
 | --- | --- |
 | `results.csv` | every record of every run, with `run` as the first column |
 | `comparison.json` | the runs compared: name, folder, config name, status, start time, records |
-| `kernel_error_vs_dim.png`, `metric_vs_time.png` | the run plots, one panel per dataset label, one line per run and method (`<run>: <label>`): colour by method, line style by run |
+| `kernel_error_vs_dim.png`, `metric_vs_time.png`, `metric_vs_rows.png` | the run plots (the last where a method series covers several training-set sizes), one panel per dataset label, one line per run and method (`<run>: <label>`): colour by method, line style by run |
 | `deltas.csv` | the paired deltas below |
 
 Runs of the same dataset label share a panel. Paired deltas: for every (dataset, label, dim)

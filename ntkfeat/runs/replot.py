@@ -1,9 +1,10 @@
-"""Redraws a run's two plots from its results.json.
+"""Redraws a run's plots from its results.json.
 
     ntkfeat replot RUN_DIR [--out DIR]
 
 RUN_DIR is a folder written by `ntkfeat run` (or its results.json). The plots
-(kernel_error_vs_dim.png, metric_vs_time.png) are drawn exactly as the run draws them, into
+(kernel_error_vs_dim.png, metric_vs_time.png, and metric_vs_rows.png where a method was run at
+several training-set sizes) are drawn exactly as the run draws them, into
 RUN_DIR (replacing the old ones) or --out. Useful after a run was interrupted or its plots were
 switched off (`plots: false`), or after the plotting code changed. Needs no JAX.
 """

@@ -1,4 +1,4 @@
-"""Run outputs: atomic file writes, the results table, CSV and the two plots, and reading a run back.
+"""Run outputs: atomic file writes, the results table, CSV and the plots, and reading a run back.
 
 Every file is written to a temporary file in the same folder and moved into place with
 `os.replace`, so a reader (or a crash) never sees half a file.
@@ -25,6 +25,7 @@ RECORD_FIELDS = (
     "init_seconds", "solver_path", "note",
 )
 PLOT_FILES = ("kernel_error_vs_dim.png", "metric_vs_time.png")
+ROWS_PLOT = "metric_vs_rows.png"  # only for runs with a series over training rows (`row_series`)
 
 
 def _umask() -> int:
@@ -340,8 +341,82 @@ def plot_metric_vs_time(records, datasets, tasks, path):
     return fig
 
 
+def series_label(label: str) -> str:
+    """The series a method label belongs to in `plot_metric_vs_rows`: the label up to an '@' suffix
+    (`ntk_sketch@2k` and `ntk_sketch` are one series over the number of training rows)."""
+    return label.split("@", 1)[0]
+
+
+def _row_series(records, dataset, y_key) -> dict:
+    """{(run, method, series label, dim): [Point over n_train, ascending]} for one dataset, keeping
+    only series with two or more training-set sizes; Point.x is n_train, Point.dim the dim."""
+    groups = {}
+    for r in records:
+        if r["dataset"] != dataset or r.get(y_key) is None or r.get("n_train") is None:
+            continue
+        key = (r.get("run"), r["method"], series_label(r["label"]), r["dim"])
+        groups.setdefault(key, {}).setdefault(int(r["n_train"]), []).append(r[y_key])
+    out = {}
+    for key, by_rows in groups.items():
+        if len(by_rows) < 2:
+            continue
+        points = []
+        for n, values in sorted(by_rows.items()):
+            ys = np.asarray(values, np.float64)
+            points.append(Point(key[3], float(n), float(n), float(n), float(ys.mean()), float(ys.min()),
+                                float(ys.max()), len(values)))
+        out[key] = points
+    return out
+
+
+def plot_metric_vs_rows(records, datasets, tasks, path):
+    """Test accuracy (classification) or RMSE (regression) against the number of training rows, one
+    line per (run, series label, dim) with two or more sizes (labels that differ only by an '@...'
+    suffix are one series), exact kernel ridge in black; bars: min-max over repeats.
+
+    Returns the Figure (also written to `path`), or None (nothing written) where no dataset has such
+    a series.
+    """
+    keys = {d: "test_accuracy" if tasks[d] == "classification" else "test_rmse" for d in datasets}
+    series = {d: _row_series(records, d, keys[d]) for d in datasets}
+    shown = [d for d in datasets if series[d]]
+    if not shown:
+        return None
+    runs = list(dict.fromkeys(r.get("run") for r in records))
+    lines = list(dict.fromkeys((series_label(r["label"]), r["dim"]) for r in records if r["method"] != "exact"))
+    fig, axes = _panels(len(shown))
+    for ax, dataset in zip(axes, shown):
+        for (run, method, name, dim), points in series[dataset].items():
+            j = runs.index(run)
+            if method == "exact":
+                style = {"color": "k", "marker": "*", "markersize": 11}
+                label = name if dim is None else f"{name} (dim {dim})"
+            else:
+                i = lines.index((name, dim))
+                style = {"color": f"C{i % 10}", "marker": ("o", "s", "^", "D", "v")[i % 5], "markersize": 5}
+                label = f"{name}, dim {dim}"
+            style["linestyle"] = ("-", "--", ":", "-.")[j % 4]
+            x, y = np.asarray([p.x for p in points]), np.asarray([p.y for p in points])
+            yerr = (np.asarray([[p.y - p.y_lo for p in points], [p.y_hi - p.y for p in points]])
+                    if any(p.repeats > 1 for p in points) else None)
+            ax.errorbar(x, y, yerr=yerr, label=label if run is None else f"{run}: {label}", capsize=2,
+                        elinewidth=0.8, **style)
+        ax.set_xscale("log")
+        _dim_ticks(ax, [p.x for points in series[dataset].values() for p in points])
+        ax.legend(fontsize=8)
+        counts = sorted({p.repeats for points in series[dataset].values() for p in points})
+        ax.set_title(dataset if counts[-1] == 1 else f"{dataset}\nmean over {counts[-1]} keys; bars: min-max",
+                     fontsize=10)
+        ax.set_xlabel("training rows")
+        ax.set_ylabel("test accuracy" if keys[dataset] == "test_accuracy" else "test RMSE (original units)")
+        ax.grid(True, which="both", alpha=0.3)
+    _save(fig, path)
+    return fig
+
+
 def plot_run(records, datasets, tasks, folder) -> list:
-    """Both plots of a run (PLOT_FILES) into `folder`; returns their paths.
+    """The plots of a run into `folder`: PLOT_FILES, and ROWS_PLOT where a method series covers
+    several training-set sizes (`plot_metric_vs_rows`); returns their paths.
 
     records: a run's records, or several runs' records each with a `run` key (one line style per run).
     datasets: the panel titles in order (dataset labels); tasks: {dataset: 'regression' | 'classification'}.
@@ -350,6 +425,8 @@ def plot_run(records, datasets, tasks, folder) -> list:
     paths = [folder / name for name in PLOT_FILES]
     plot_kernel_error(records, datasets, paths[0])
     plot_metric_vs_time(records, datasets, tasks, paths[1])
+    if plot_metric_vs_rows(records, datasets, tasks, folder / ROWS_PLOT) is not None:
+        paths.append(folder / ROWS_PLOT)
     return paths
 
 

@@ -15,7 +15,8 @@ Everything is checked before any work: the config, the data files (loaded once),
 against each dataset's input shape, method sizes against row counts. Only then is the output
 folder created (default `runs/<name>-<YYYYmmdd-HHMMSS>`; an existing non-empty --out is refused),
 holding results.json (records and metadata), results.csv, config.yaml (the resolved config, which
-reruns the experiment), kernel_error_vs_dim.png and metric_vs_time.png. Results are rewritten
+reruns the experiment), kernel_error_vs_dim.png, metric_vs_time.png and, where a method was run
+at several training-set sizes, metric_vs_rows.png. Results are rewritten
 atomically after every run, so a crash (status 'failed'), Ctrl-C or SIGTERM (status 'interrupted')
 keeps what finished. `ntkfeat replot` redraws the plots of a run folder, `ntkfeat compare`
 tabulates and plots several.
