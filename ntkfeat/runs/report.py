@@ -25,7 +25,7 @@ RECORD_FIELDS = (
     "init_seconds", "solver_path", "note",
 )
 PLOT_FILES = ("kernel_error_vs_dim.png", "metric_vs_time.png")
-ROWS_PLOT = "metric_vs_rows.png"  # only for runs with a series over training rows (`row_series`)
+ROWS_PLOT = "metric_vs_rows.png"  # only for runs with a series over training rows (`plot_metric_vs_rows`)
 
 
 def _umask() -> int:
@@ -389,8 +389,7 @@ def plot_metric_vs_rows(records, datasets, tasks, path):
         for (run, method, name, dim), points in series[dataset].items():
             j = runs.index(run)
             if method == "exact":
-                style = {"color": "k", "marker": "*", "markersize": 11}
-                label = name if dim is None else f"{name} (dim {dim})"
+                style, label = {"color": "k", "marker": "*", "markersize": 11}, name
             else:
                 i = lines.index((name, dim))
                 style = {"color": f"C{i % 10}", "marker": ("o", "s", "^", "D", "v")[i % 5], "markersize": 5}
@@ -404,9 +403,7 @@ def plot_metric_vs_rows(records, datasets, tasks, path):
         ax.set_xscale("log")
         _dim_ticks(ax, [p.x for points in series[dataset].values() for p in points])
         ax.legend(fontsize=8)
-        counts = sorted({p.repeats for points in series[dataset].values() for p in points})
-        ax.set_title(dataset if counts[-1] == 1 else f"{dataset}\nmean over {counts[-1]} keys; bars: min-max",
-                     fontsize=10)
+        _title(ax, dataset, {key: (key[1], points) for key, points in series[dataset].items()}, "bars")
         ax.set_xlabel("training rows")
         ax.set_ylabel("test accuracy" if keys[dataset] == "test_accuracy" else "test RMSE (original units)")
         ax.grid(True, which="both", alpha=0.3)
